@@ -1,0 +1,30 @@
+"""vaelab: variational autoencoders and latent-variable models, fitted and evaluated honestly.
+
+Python API (the CLI ``vaelab`` calls the same functions)::
+
+    import vaelab
+    run = vaelab.train(dataset="digits", epochs=50, latent_dim=2)   # -> Run(model, config, path, metrics)
+    run = vaelab.load("runs/digits-mlp-...")                          # model.encode / decode / prior
+    q = run.model.encode(x)                                           # q(z|x), batch shape [B]
+"""
+
+from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaelab.errors import VaelabError
+from vaelab.model import VAE
+from vaelab.objectives import elbo
+from vaelab.rundir import Run, load
+from vaelab.training import train
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "Run",
+    "RunConfig",
+    "TrainConfig",
+    "VAE",
+    "VaelabError",
+    "elbo",
+    "load",
+    "train",
+]
+__version__ = "0.1.0"

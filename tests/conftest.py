@@ -1,0 +1,19 @@
+"""Shared fixtures: tiny configs and one tiny trained run on the embedded UCI digits."""
+
+from __future__ import annotations
+
+import pytest
+
+import vaelab
+
+
+def tiny_settings(**overrides) -> dict:
+    """A model small enough that a few epochs on digits take about a second."""
+    return {"dataset": "digits", "hidden": (32,), "latent_dim": 4, "epochs": 3, "batch_size": 64, **overrides}
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> vaelab.Run:
+    """A finished 3-epoch run on digits; tests must not modify its directory."""
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    return vaelab.train(out=out, progress=False, **tiny_settings())

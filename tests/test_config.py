@@ -1,0 +1,50 @@
+"""Config validation, JSON round trip and overrides by setting name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vaelab.config import ConfigError, ModelConfig, RunConfig, TrainConfig, read_config
+from vaelab.errors import VaelabError
+
+
+def test_round_trip_through_json(tmp_path):
+    config = RunConfig().with_overrides(hidden=(64, 32), latent_dim=2, binarize="dynamic", lr=3e-4)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert read_config(path) == config
+
+
+@pytest.mark.parametrize(
+    "setting, value",
+    [("latent_dim", 0), ("epochs", 0), ("batch_size", -1), ("lr", 0.0), ("grad_clip", -1.0),
+     ("hidden", (0,)), ("channels", ()), ("arch", "resnet"), ("likelihood", "poisson"),
+     ("binarize", "sometimes"), ("early_stopping", 0), ("seed", -3), ("val_size", 0), ("gaussian_scale", 0.0)],
+)
+def test_out_of_range_settings_name_the_setting(setting, value):
+    with pytest.raises(ConfigError) as info:
+        RunConfig().with_overrides(**{setting: value})
+    assert info.value.setting == setting
+
+
+def test_unknown_setting_and_keys_are_rejected(tmp_path):
+    with pytest.raises(VaelabError, match="unknown setting 'latent'"):
+        RunConfig().with_overrides(latent=3)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model": {"latent_dims": 3}}))
+    with pytest.raises(VaelabError, match=r"c\.json: unknown setting\(s\) \['latent_dims'\]"):
+        read_config(path)
+    path.write_text("{not json")
+    with pytest.raises(VaelabError, match="not a readable JSON config"):
+        read_config(path)
+
+
+def test_conv_needs_image_shaped_data():
+    with pytest.raises(ConfigError, match="conv needs images"):
+        ModelConfig(arch="conv", input_shape=(64,))
+
+
+def test_defaults_are_the_classic_optimiser_settings():
+    assert (TrainConfig().batch_size, TrainConfig().lr) == (128, 1e-3)

@@ -1,0 +1,66 @@
+"""The public model API every later module relies on: encode -> q(z|x), decode -> p(x|z), prior."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.distributions import Distribution, kl_divergence
+
+from vaelab.config import ConfigError, ModelConfig
+from vaelab.model import VAE
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "cbernoulli"])
+def test_distribution_shapes(arch, likelihood):
+    model = VAE(ModelConfig(arch=arch, hidden=(32,), latent_dim=5, likelihood=likelihood, input_shape=(1, 28, 28)))
+    x = torch.rand(7, 1, 28, 28)
+    q = model.encode(x)
+    assert isinstance(q, Distribution)
+    assert q.batch_shape == (7,) and q.event_shape == (5,)
+    p_x = model.decode(q.rsample())
+    assert isinstance(p_x, Distribution)
+    assert p_x.batch_shape == (7,) and p_x.event_shape == (1, 28, 28)
+    assert p_x.log_prob(x).shape == (7,)
+    assert model.prior.event_shape == (5,)
+    assert kl_divergence(q, model.prior).shape == (7,)
+    assert model.sample(3).shape == (3, 1, 28, 28)
+    assert model.reconstruct(x).shape == x.shape
+
+
+@given(st.integers(4, 40), st.integers(4, 40), st.sampled_from([1, 3]))
+@settings(max_examples=20, deadline=None)
+def test_conv_decoder_returns_exactly_the_input_size(height, width, channels):
+    model = VAE(ModelConfig(arch="conv", channels=(4, 8), hidden=(), latent_dim=2, input_shape=(channels, height, width)))
+    x = torch.rand(2, channels, height, width)
+    assert model.decode(model.encode(x).mean).mean.shape == x.shape
+
+
+def test_conv_refuses_too_many_layers_for_tiny_images():
+    with pytest.raises(ConfigError, match="channels"):
+        VAE(ModelConfig(arch="conv", channels=(4, 4, 4, 4), input_shape=(1, 8, 8)))
+
+
+def test_decode_accepts_leading_sample_dimensions():
+    model = VAE(ModelConfig(hidden=(16,), latent_dim=3, input_shape=(1, 8, 8)))
+    z = torch.randn(5, 4, 3)  # [K, B, D]
+    p_x = model.decode(z)
+    assert p_x.batch_shape == (5, 4)
+    assert p_x.log_prob(torch.rand(4, 1, 8, 8)).shape == (5, 4)
+
+
+def test_classic_architecture_has_the_published_size():
+    """784-400-20 encoder and 20-400-784 decoder: the pytorch/examples model's parameter count."""
+    model = VAE(ModelConfig(arch="mlp", hidden=(400,), latent_dim=20, input_shape=(1, 28, 28)))
+    expected = (784 * 400 + 400) + (400 * 40 + 40) + (20 * 400 + 400) + (400 * 784 + 784)
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_learned_gaussian_scale_is_a_parameter_and_fixed_is_not():
+    learned = VAE(ModelConfig(likelihood="gaussian", input_shape=(4,)))
+    fixed = VAE(ModelConfig(likelihood="gaussian", gaussian_scale=0.3, input_shape=(4,)))
+    assert "log_sigma" in dict(learned.named_parameters())
+    assert "log_sigma" not in dict(fixed.named_parameters())
+    assert fixed.decode(torch.zeros(1, 20)).scale.item() == pytest.approx(0.3)

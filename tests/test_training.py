@@ -1,0 +1,111 @@
+"""Training: the loss falls, runs are reproducible bit for bit, resume continues exactly, and the run
+directory round-trips through safetensors + JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vaelab
+from vaelab import rundir
+from vaelab.errors import VaelabError
+from tests.conftest import tiny_settings
+
+
+def _weights(run: vaelab.Run) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+
+
+def test_validation_elbo_improves(trained_run):
+    losses = [m["val_loss"] for m in trained_run.metrics]
+    assert len(losses) == 3
+    assert losses[-1] < losses[0] - 1.0
+
+
+def test_run_directory_contents(trained_run):
+    files = {p.name for p in trained_run.path.iterdir()}
+    assert {rundir.CONFIG, rundir.MODEL, rundir.TRAINING_STATE, rundir.METRICS, rundir.SUMMARY,
+            rundir.SAMPLES, rundir.RECONSTRUCTIONS, rundir.LOSS_CURVE} <= files
+    assert not [name for name in files if name.endswith(".tmp")]
+    lines = (trained_run.path / rundir.METRICS).read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    for key in ("train_loss", "val_loss", "train_kl", "val_kl", "train_rec", "val_rec", "seconds"):
+        assert all(isinstance(r[key], float) for r in records), key
+    for r in records:
+        assert r["train_loss"] == pytest.approx(r["train_rec"] + r["train_kl"], rel=1e-5)
+    summary = json.loads((trained_run.path / rundir.SUMMARY).read_text())
+    assert summary["n_test"] == 360 and summary["test_loss"] > 0
+
+
+def test_load_round_trip_gives_equal_tensors_and_outputs(trained_run):
+    loaded = vaelab.load(trained_run.path)
+    assert loaded.config == trained_run.config
+    for name, tensor in trained_run.model.state_dict().items():
+        assert torch.equal(tensor, loaded.model.state_dict()[name])
+    x = torch.rand(5, 1, 8, 8)
+    torch.testing.assert_close(loaded.model.encode(x).mean, trained_run.model.encode(x).mean, rtol=0, atol=0)
+    # The weights file is plain safetensors: loadable without vaelab's code.
+    assert set(load_file(trained_run.path / rundir.MODEL)) == set(trained_run.model.state_dict())
+
+
+def test_same_seed_same_bits_and_other_seed_differs(tmp_path):
+    a = vaelab.train(out=tmp_path / "a", progress=False, **tiny_settings(epochs=2, binarize="dynamic"))
+    b = vaelab.train(out=tmp_path / "b", progress=False, **tiny_settings(epochs=2, binarize="dynamic"))
+    c = vaelab.train(out=tmp_path / "c", progress=False, **tiny_settings(epochs=2, binarize="dynamic", seed=1))
+    wa, wb, wc = _weights(a), _weights(b), _weights(c)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+    strip = lambda ms: [{k: v for k, v in m.items() if k != "seconds"} for m in ms]  # noqa: E731
+    assert strip(a.metrics) == strip(b.metrics)
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    settings = tiny_settings(binarize="dynamic")
+    straight = vaelab.train(out=tmp_path / "straight", progress=False, **{**settings, "epochs": 4})
+    vaelab.train(out=tmp_path / "split", progress=False, **{**settings, "epochs": 2})
+    resumed = vaelab.train(resume=tmp_path / "split", epochs=4, progress=False)
+    ws, wr = _weights(straight), _weights(resumed)
+    assert all(torch.equal(ws[k], wr[k]) for k in ws)
+    assert [m["epoch"] for m in resumed.metrics] == [1, 2, 3, 4]
+    assert [m["val_loss"] for m in resumed.metrics] == [m["val_loss"] for m in straight.metrics]
+
+
+def test_resume_refuses_finished_runs_and_changed_settings(trained_run):
+    with pytest.raises(VaelabError, match="already trained for 3 epochs"):
+        vaelab.train(resume=trained_run.path, progress=False)
+    with pytest.raises(VaelabError, match="keeps its config"):
+        vaelab.train(resume=trained_run.path, latent_dim=3, progress=False)
+
+
+def test_existing_run_is_never_overwritten(trained_run):
+    before = {p.name: p.read_bytes() for p in trained_run.path.iterdir()}
+    with pytest.raises(VaelabError, match="already exists and is not empty"):
+        vaelab.train(out=trained_run.path, progress=False, **tiny_settings())
+    assert {p.name: p.read_bytes() for p in trained_run.path.iterdir()} == before
+
+
+def test_bad_data_leaves_no_run_directory(tmp_path):
+    with pytest.raises(VaelabError, match="unknown dataset|no-such-data"):
+        vaelab.train(out=tmp_path / "never", dataset="no-such-data", progress=False)
+    assert not (tmp_path / "never").exists()
+
+
+def test_early_stopping_restores_the_best_model(tmp_path):
+    # A huge learning rate makes validation worse quickly, so patience 1 stops early.
+    run = vaelab.train(out=tmp_path / "es", progress=False, **tiny_settings(epochs=30, lr=0.05, early_stopping=1))
+    summary = json.loads((run.path / rundir.SUMMARY).read_text())
+    assert summary["stopped_early"]
+    assert summary["epochs"] < 30
+    best = min(run.metrics, key=lambda m: m["val_loss"])
+    assert summary["best_epoch"] == best["epoch"]
+
+
+@pytest.mark.parametrize("arch,likelihood,binarize", [("conv", "cbernoulli", "none"), ("mlp", "gaussian", "none"), ("conv", "bernoulli", "static")])
+def test_every_architecture_and_likelihood_trains(tmp_path, arch, likelihood, binarize):
+    run = vaelab.train(out=tmp_path / "r", progress=False,
+                       **tiny_settings(arch=arch, likelihood=likelihood, binarize=binarize, channels=(8, 16), epochs=2))
+    assert run.metrics[-1]["val_loss"] < run.metrics[0]["val_loss"]

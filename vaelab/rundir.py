@@ -1,0 +1,203 @@
+"""The run directory: what a training run leaves on disk, and how it is read back without pickle.
+
+Layout (every file written atomically):
+
+- ``config.json``: the :class:`~vaelab.config.RunConfig`, enough to rebuild model and data pipeline;
+- ``model.safetensors``: the model's weights, loadable anywhere (``vaelab.load`` or plain safetensors);
+- ``training_state.safetensors``: weights, optimizer state and random-generator state of the last
+  finished epoch, with counters in its metadata: one self-consistent file, so ``--resume`` never
+  mixes epochs even if a run is killed while writing;
+- ``metrics.jsonl``: one JSON object per epoch; ``summary.json``: test-set figures after training;
+- ``samples.png``, ``reconstructions.png``, ``loss_curve.png``: pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+
+from vaelab.config import RunConfig, read_config
+from vaelab.errors import VaelabError
+from vaelab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from vaelab.model import VAE
+
+CONFIG = "config.json"
+MODEL = "model.safetensors"
+TRAINING_STATE = "training_state.safetensors"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+SAMPLES = "samples.png"
+RECONSTRUCTIONS = "reconstructions.png"
+LOSS_CURVE = "loss_curve.png"
+
+
+@dataclass
+class Run:
+    """A trained model with the configuration it was trained under and its run directory."""
+
+    model: VAE
+    config: RunConfig
+    path: Path | None
+    metrics: list[dict[str, Any]]
+
+
+@dataclass
+class TrainingState:
+    """What ``--resume`` needs beyond the config: last finished epoch, weights, optimizer, RNG."""
+
+    epoch: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    generator: torch.Tensor
+    best_loss: float
+    best_epoch: int
+    best_model: dict[str, torch.Tensor] | None
+    finished: bool
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file, with a one-line error naming it if unreadable."""
+    try:
+        data = path.read_bytes()
+        tensors = load_safetensors_bytes(data)
+        header_len = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
+    except FileNotFoundError:
+        raise VaelabError(f"{path}: missing (the run directory is incomplete)") from None
+    except (OSError, SafetensorError, ValueError, json.JSONDecodeError) as exc:
+        raise VaelabError(f"{path}: not a readable safetensors file ({exc})") from None
+    return tensors, metadata
+
+
+def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    contiguous = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    atomic_write_bytes(path, save_safetensors_bytes(contiguous, metadata=metadata))
+
+
+def save_model(run_dir: Path, model: VAE) -> None:
+    _write_safetensors(run_dir / MODEL, model.state_dict(), {"format": "vaelab-model-1"})
+
+
+def save_config(run_dir: Path, config: RunConfig) -> None:
+    atomic_write_json(run_dir / CONFIG, config.to_dict())
+
+
+def save_metrics(run_dir: Path, metrics: list[dict[str, Any]]) -> None:
+    atomic_write_text(run_dir / METRICS, "".join(json.dumps(m) + "\n" for m in metrics))
+
+
+def save_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    atomic_write_json(run_dir / SUMMARY, summary)
+
+
+def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """Optimizer state as tensors ``optimizer.<param>.<key>`` plus its param groups as JSON."""
+    tensors = {}
+    for param_id, values in state_dict["state"].items():
+        for key, value in values.items():
+            tensors[f"optimizer.{param_id}.{key}"] = torch.as_tensor(value)
+    return tensors, json.dumps(state_dict["param_groups"])
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups_json: str) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        _, param_id, key = name.split(".", 2)
+        state.setdefault(int(param_id), {})[key] = value
+    return {"state": state, "param_groups": json.loads(groups_json)}
+
+
+def save_training_state(run_dir: Path, state: TrainingState) -> None:
+    tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in state.model.items()}
+    optimizer_tensors, groups = _flatten_optimizer(state.optimizer)
+    tensors.update(optimizer_tensors)
+    tensors["generator"] = state.generator
+    if state.best_model is not None:
+        tensors.update({f"best.{k}": v for k, v in state.best_model.items()})
+    metadata = {
+        "format": "vaelab-training-state-1",
+        "epoch": str(state.epoch),
+        "param_groups": groups,
+        "best_loss": repr(state.best_loss),
+        "best_epoch": str(state.best_epoch),
+        "finished": str(state.finished),
+    }
+    _write_safetensors(run_dir / TRAINING_STATE, tensors, metadata)
+
+
+def load_training_state(run_dir: Path) -> TrainingState:
+    path = run_dir / TRAINING_STATE
+    tensors, metadata = _read_safetensors(path)
+    if metadata.get("format") != "vaelab-training-state-1":
+        raise VaelabError(f"{path}: not a vaelab training state")
+    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optimizer": {}, "best": {}}
+    for name, value in tensors.items():
+        prefix, _, rest = name.partition(".")
+        if prefix in groups:
+            groups[prefix][rest if prefix != "optimizer" else name] = value
+    return TrainingState(
+        epoch=int(metadata["epoch"]),
+        model=groups["model"],
+        optimizer=_unflatten_optimizer(groups["optimizer"], metadata["param_groups"]),
+        generator=tensors["generator"],
+        best_loss=float(metadata["best_loss"]),
+        best_epoch=int(metadata["best_epoch"]),
+        best_model=groups["best"] or None,
+        finished=metadata["finished"] == "True",
+    )
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / METRICS
+    if not path.exists():
+        return []
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError) as exc:
+        raise VaelabError(f"{path}: not readable JSON lines ({exc})") from None
+
+
+def check_run_dir(run_dir: str | os.PathLike) -> Path:
+    """The run directory as a Path, or a one-line error saying why it is not one."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise VaelabError(f"{path}: no such run directory")
+    if not (path / CONFIG).is_file():
+        raise VaelabError(f"{path}: not a vaelab run directory (no {CONFIG})")
+    return path
+
+
+def build_model(config: RunConfig, weights: dict[str, torch.Tensor], source: Path, device: torch.device | str) -> VAE:
+    """Rebuild the model from its config and load ``weights`` strictly (error names ``source``)."""
+    model = VAE(config.model)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0:2]
+        raise VaelabError(f"{source}: weights do not match {CONFIG} ({' '.join(first)})") from None
+    return model.to(device)
+
+
+def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
+    """Load a trained model from a run directory (safetensors + JSON only, never pickle)."""
+    path = check_run_dir(run_dir)
+    config = read_config(path / CONFIG)
+    if config.model.input_shape is None:
+        raise VaelabError(f"{path / CONFIG}: model.input_shape is missing (written by vaelab train)")
+    weights, _ = _read_safetensors(path / MODEL)
+    model = build_model(config, weights, path / MODEL, device)
+    model.eval()
+    return Run(model=model, config=config, path=path, metrics=read_metrics(path))
+
+
+def with_device(config: RunConfig, device: str) -> RunConfig:
+    """The same config trained/evaluated on another device (a resume on a different machine)."""
+    return replace(config, train=replace(config.train, device=device))
