@@ -1,0 +1,112 @@
+"""Seconds per training epoch: vaelab's loop against a tutorial-style loop, in one run, as a ratio.
+
+Both train the classic VAE (784-400-20, Bernoulli likelihood on intensities, Adam lr 1e-3, batch
+128) on the same Fashion-MNIST training images. The tutorial loop is what pytorch/examples' VAE
+does: a ``torch.utils.data.Dataset`` that converts one image at a time (uint8 -> float tensor, as
+torchvision's ``ToTensor``), a shuffling ``DataLoader``, a log-variance encoder, sigmoid outputs and
+``F.binary_cross_entropy``. vaelab's is :func:`vaelab.training.train_epoch` on an in-memory tensor.
+Epochs alternate between the two loops so that drifts in machine load hit both alike; the figure
+per loop is its median epoch.
+
+    python benchmarks/train_speed.py [--epochs 3] [--data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from vaelab.config import ModelConfig
+from vaelab.datasets import load_dataset
+from vaelab.model import VAE
+from vaelab.training import make_optimizer, train_epoch
+
+
+class OneImageAtATime(torch.utils.data.Dataset):
+    """What torchvision's MNIST + ToTensor do: index a uint8 array, convert each image separately."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images  # [N, 28, 28] uint8
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(self.images[index]).float().div(255).unsqueeze(0)
+
+
+class TutorialVAE(nn.Module):
+    """pytorch/examples vae/main.py's model, verbatim in structure."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(784, 400)
+        self.fc21 = nn.Linear(400, 20)
+        self.fc22 = nn.Linear(400, 20)
+        self.fc3 = nn.Linear(20, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = F.relu(self.fc1(x.view(-1, 784)))
+        mu, logvar = self.fc21(h), self.fc22(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+
+def tutorial_epoch(model: TutorialVAE, optimizer: torch.optim.Optimizer, loader: DataLoader) -> None:
+    model.train()
+    for batch in loader:
+        optimizer.zero_grad()
+        recon, mu, logvar = model(batch)
+        bce = F.binary_cross_entropy(recon, batch.view(-1, 784), reduction="sum")
+        kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        (bce + kld).backward()
+        optimizer.step()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per loop (default: 3)")
+    parser.add_argument("--data-dir", help="parent folder of fashion-mnist/")
+    args = parser.parse_args()
+
+    dataset = load_dataset("fashion-mnist", data_dir=args.data_dir, download=False)
+    images = dataset.train.x  # [N, 1, 28, 28] float in [0, 1]
+    raw = (images.squeeze(1) * 255).round().to(torch.uint8).numpy()
+
+    torch.manual_seed(0)
+    tutorial = TutorialVAE()
+    tutorial_opt = torch.optim.Adam(tutorial.parameters(), lr=1e-3)
+    loader = DataLoader(OneImageAtATime(raw), batch_size=128, shuffle=True)
+
+    ours = VAE(ModelConfig(arch="mlp", hidden=(400,), latent_dim=20, likelihood="bernoulli", input_shape=(1, 28, 28)))
+    ours_opt = make_optimizer(ours, 1e-3)
+    generator = torch.Generator().manual_seed(0)
+    bar = tqdm(disable=True)
+
+    times: dict[str, list[float]] = {"tutorial": [], "vaelab": []}
+    for epoch in range(args.epochs):
+        started = time.perf_counter()
+        tutorial_epoch(tutorial, tutorial_opt, loader)
+        times["tutorial"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        train_epoch(ours, ours_opt, images, 128, generator, False, None, bar)
+        times["vaelab"].append(time.perf_counter() - started)
+        print(f"epoch {epoch + 1}: tutorial {times['tutorial'][-1]:.2f} s, vaelab {times['vaelab'][-1]:.2f} s", flush=True)
+
+    tutorial_s, vaelab_s = statistics.median(times["tutorial"]), statistics.median(times["vaelab"])
+    print(f"examples per epoch: {len(raw)}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"median s/epoch: tutorial loop {tutorial_s:.2f}, vaelab {vaelab_s:.2f}")
+    print(f"speed-up: {tutorial_s / vaelab_s:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
