@@ -58,7 +58,7 @@ def main() -> None:
     if not args.skip_tutorial:
         data = load_dataset("fashion-mnist", download=False, val_size=1)
         train_images = torch.cat([data.train.x, data.val.x])  # all 60,000, as pytorch/examples uses
-        raw = (train_images.squeeze(1) * 255).round().to(torch.uint8).numpy()
+        raw = (train_images.squeeze(1) * 255).round().to(torch.uint8)
         torch.manual_seed(0)
         model = TutorialVAE()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -31,16 +32,19 @@ from vaelab.training import make_optimizer, train_epoch
 
 
 class OneImageAtATime(torch.utils.data.Dataset):
-    """What torchvision's MNIST + ToTensor do: index a uint8 array, convert each image separately."""
+    """What torchvision's ``MNIST(transform=ToTensor())`` does per item: a PIL image from the uint8
+    array, then ToTensor's conversion (array -> [1, H, W] tensor -> float / 255)."""
 
-    def __init__(self, images: np.ndarray) -> None:
+    def __init__(self, images: torch.Tensor) -> None:
         self.images = images  # [N, 28, 28] uint8
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.from_numpy(self.images[index]).float().div(255).unsqueeze(0)
+        picture = Image.fromarray(self.images[index].numpy(), mode="L")
+        array = torch.from_numpy(np.array(picture, np.uint8, copy=True))
+        return array.view(picture.size[1], picture.size[0], 1).permute(2, 0, 1).contiguous().float().div(255)
 
 
 class TutorialVAE(nn.Module):
@@ -80,7 +84,7 @@ def main() -> None:
 
     dataset = load_dataset("fashion-mnist", data_dir=args.data_dir, download=False)
     images = dataset.train.x  # [N, 1, 28, 28] float in [0, 1]
-    raw = (images.squeeze(1) * 255).round().to(torch.uint8).numpy()
+    raw = (images.squeeze(1) * 255).round().to(torch.uint8)
 
     torch.manual_seed(0)
     tutorial = TutorialVAE()

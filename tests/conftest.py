@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import vaelab
+
+# The test models are tiny: one thread is faster for them than two, and it keeps the suite from
+# crawling when other processes compete for the cores (OpenMP threads then wait on each other).
+torch.set_num_threads(1)
 
 
 def tiny_settings(**overrides) -> dict:

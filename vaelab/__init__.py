@@ -10,6 +10,7 @@ Python API (the CLI ``vaelab`` calls the same functions)::
 
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
+from vaelab.evaluation import evaluate
 from vaelab.model import VAE
 from vaelab.objectives import elbo
 from vaelab.rundir import Run, load
@@ -24,6 +25,7 @@ __all__ = [
     "VAE",
     "VaelabError",
     "elbo",
+    "evaluate",
     "load",
     "train",
 ]

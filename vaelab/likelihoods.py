@@ -43,6 +43,10 @@ class FactorisedLikelihood(Distribution):
     def _sum_event(self, per_dim: torch.Tensor) -> torch.Tensor:
         return per_dim.sum(dim=tuple(range(-self.event_ndims, 0)))
 
+    def total_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``log_prob(value).sum()``: the batch total, which subclasses may compute in one kernel."""
+        return self.log_prob(value).sum()
+
 
 class BernoulliLikelihood(FactorisedLikelihood):
     """Independent Bernoulli per dimension with ``logits``; ``log_prob`` = -BCE, computed on logits."""
@@ -60,6 +64,9 @@ class BernoulliLikelihood(FactorisedLikelihood):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         logits, value = torch.broadcast_tensors(self.logits, value)
         return -self._sum_event(F.binary_cross_entropy_with_logits(logits, value, reduction="none"))
+
+    def total_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return -F.binary_cross_entropy_with_logits(self.logits, value.expand_as(self.logits), reduction="sum")
 
     def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None) -> torch.Tensor:
         probs = self.mean.expand(torch.Size(sample_shape) + self.logits.shape)

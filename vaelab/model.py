@@ -50,10 +50,14 @@ class VAE(nn.Module):
         return Independent(Normal(self.prior_loc, self.prior_scale, validate_args=False), 1)
 
     def encode(self, x: torch.Tensor) -> Distribution:
-        """q(z|x) = N(mu(x), diag sigma(x)^2); sigma = softplus(.) avoids the overflow of exp(log-variance)."""
-        loc, raw_scale = self.encoder_net(x).chunk(2, dim=-1)
-        scale = F.softplus(raw_scale) + _MIN_SCALE
+        """q(z|x) = N(mu(x), diag sigma(x)^2), batch shape ``x.shape[:-len(input_shape)]``."""
+        loc, scale = self.posterior_params(x)
         return Independent(Normal(loc, scale, validate_args=False), 1)
+
+    def posterior_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, sigma) of q(z|x), each ``[B, latent_dim]``; sigma = softplus(.) cannot overflow as exp(log-variance) can."""
+        loc, raw_scale = self.encoder_net(x).chunk(2, dim=-1)
+        return loc, F.softplus(raw_scale) + _MIN_SCALE
 
     def decode(self, z: torch.Tensor) -> Distribution:
         """p(x|z) for every z in ``z: [..., latent_dim]``; batch shape ``z.shape[:-1]``."""

