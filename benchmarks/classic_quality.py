@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
+from train_speed import OneImageAtATime, TutorialVAE, tutorial_epoch
 
 import vaelab
 from vaelab.datasets import load_dataset
-from train_speed import OneImageAtATime, TutorialVAE, tutorial_epoch
 
 
 @torch.no_grad()

@@ -122,8 +122,8 @@ def test_cli_json_agrees_with_an_independent_recomputation(trained_run, capsys):
     saved = json.loads((trained_run.path / "evaluation-test.json").read_text())
     assert saved["nll"] == reported["nll"]
 
-    from sklearn.datasets import load_digits
     import numpy as np
+    from sklearn.datasets import load_digits
 
     digits = load_digits()
     order = np.random.default_rng(0).permutation(len(digits.images))  # the documented digits split

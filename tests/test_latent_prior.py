@@ -15,7 +15,7 @@ import vaelab
 from vaelab import latent_prior
 from vaelab.cli import main
 from vaelab.errors import VaelabError
-from vaelab.training import load_data
+from vaelab.pipeline import load_data
 
 from .conftest import tiny_settings
 

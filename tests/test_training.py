@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 import vaelab
+from tests.conftest import tiny_settings
 from vaelab import rundir
 from vaelab.errors import VaelabError
-from tests.conftest import tiny_settings
 
 
 def _weights(run: vaelab.Run) -> dict[str, torch.Tensor]:

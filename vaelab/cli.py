@@ -108,8 +108,8 @@ def _sample(args: argparse.Namespace) -> None:
     import torch
 
     from vaelab.latent_prior import decode_latents, parse_prior, sample_latents
+    from vaelab.pipeline import resolve_device
     from vaelab.rundir import load
-    from vaelab.training import resolve_device
     from vaelab.views import image_grid, save_image
 
     if args.n < 1:
@@ -136,8 +136,8 @@ def _add_reconstruct_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
+    from vaelab.pipeline import load_data, resolve_device
     from vaelab.rundir import load
-    from vaelab.training import load_data, resolve_device
     from vaelab.views import reconstruction_grid, save_image
 
     if args.n < 1:
@@ -228,6 +228,47 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"  active units     {result['active_units']} of {result['latent_dim']}")
 
 
+def _add_quality_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "quality",
+        help="classifier Fréchet distance of samples to the test set (offline, not FID)",
+        description="Fréchet distance (Heusel et al. 2017) between n generated images (means of p(x|z)) "
+        "and the test split, in the features of a small classifier trained once per dataset and cached "
+        "(not Inception, so not FID). Lower is better; real training images give the floor. Results are "
+        "also written to RUN/quality-<prior>.json.",
+    )
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory")
+    p.add_argument("-n", type=int, default=10000, help="number of generated images (default: 10000)")
+    p.add_argument("--prior", default="standard", help="latent distribution: standard or gmm:K (default: standard)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latents and the reference images (default: 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_quality)
+
+
+def _quality(args: argparse.Namespace) -> None:
+    import json
+
+    from vaelab.pipeline import resolve_device
+    from vaelab.quality import quality, save_quality
+    from vaelab.rundir import load
+
+    if args.n < 2:
+        raise VaelabError(f"-n: must be at least 2 (a covariance needs two samples), got {args.n}")
+    run = load(args.run, device=resolve_device(args.device))
+    result = quality(run, n=args.n, prior=args.prior, seed=args.seed, progress=not args.no_progress and not args.json)
+    path = save_quality(args.run, result)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{result['dataset']}: {result['n']} samples (prior {result['prior']}) against {result['n_test']} test images:")
+    print(f"  classifier Fréchet distance  {result['classifier_frechet_distance']:.2f}  (lower is better)")
+    print(f"  real training images         {result['train_test_frechet_distance']:.2f}  ({result['n_reference']} images: the floor)")
+    print(f"  feature classifier           {100 * result['classifier_test_accuracy']:.1f}% test accuracy")
+    print(f"written to {path}")
+
+
 def _add_datasets_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("datasets", help="list named datasets and where they were found", description="List the named datasets, whether they are on this machine and where.")
     p.add_argument("--data-dir", help="folder holding <name>/ sub-folders, searched first")
@@ -258,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reconstruct_parser(commands)
     _add_em_parser(commands)
     _add_evaluate_parser(commands)
+    _add_quality_parser(commands)
     _add_datasets_parser(commands)
     return parser
 

@@ -28,8 +28,8 @@ from vaelab import rundir
 from vaelab.em import GaussianMixture, fit_em
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes
+from vaelab.pipeline import load_data
 from vaelab.rundir import Run
-from vaelab.training import load_data
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _read_cache(path: Path, tags: dict[str, str], latent_dim: int) -> GaussianMi
     if not path.is_file():
         return None
     try:
-        tensors, metadata = rundir._read_safetensors(path)
+        tensors, metadata = rundir.read_safetensors(path)
         mixture = GaussianMixture.from_tensors(tensors)
     except (VaelabError, KeyError):
         log.warning("%s: unreadable, refitting", path)

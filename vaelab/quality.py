@@ -29,8 +29,8 @@ What is compared:
 - floor: real *training* images against the same test split. Real data does not score 0 (finite
   samples, and train and test differ a little), so this is the figure a perfect model would reach.
 
-The estimate is biased upwards for small sample sizes (Binkowski et al. 2018), so only compare
-figures computed with the same ``n`` on the same dataset.
+The estimate is biased upwards for small sample sizes (Bińkowski et al. 2018, "Demystifying MMD
+GANs"), so only compare figures computed with the same ``n`` on the same dataset.
 """
 
 from __future__ import annotations
@@ -51,9 +51,11 @@ from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 from tqdm.auto import tqdm
 
-from vaelab.datasets import Dataset, cache_dir as vaelab_cache_dir, load_dataset
+from vaelab.datasets import Dataset, load_dataset
+from vaelab.datasets import cache_dir as vaelab_cache_dir
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes, atomic_write_json
+from vaelab.latent_prior import decode_latents, parse_prior, sample_latents
 from vaelab.rundir import Run
 from vaelab.training import make_optimizer
 
@@ -303,18 +305,12 @@ def feature_classifier(
 def generate(run: Run, n: int, prior: str, generator: torch.Generator, batch_size: int = 1000) -> torch.Tensor:
     """Means of p(x|z) for ``n`` latents z from ``prior``, clamped to [0, 1]: ``[n, C, H, W]`` on the CPU.
 
-    ``prior`` is ``standard`` (the model's N(0, I)) or a spec of :func:`vaelab.latent_prior.sample_latents`
-    such as ``gmm:10`` (a mixture fitted to the aggregate posterior).
+    ``prior`` is a spec of :func:`vaelab.latent_prior.sample_latents`: ``standard`` (the model's
+    N(0, I)) or ``gmm:K`` (a mixture fitted to the encoded training set).
     """
-    model = run.model
-    model.eval()
-    if prior == "standard":
-        z = torch.randn(n, model.latent_dim, generator=generator, device=model.prior_loc.device)
-    else:
-        from vaelab.latent_prior import sample_latents
-
-        z = sample_latents(run, prior, n, generator)
-    return torch.cat([model.decode(z[i : i + batch_size]).mean.clamp(0, 1).cpu() for i in range(0, n, batch_size)])
+    run.model.eval()
+    z = sample_latents(run, prior, n, generator)  # [n, latent_dim]
+    return torch.cat([decode_latents(run, z[i : i + batch_size]).clamp(0, 1).cpu() for i in range(0, n, batch_size)])
 
 
 def quality(
@@ -335,6 +331,7 @@ def quality(
     """
     if n < 2:
         raise VaelabError(f"n: a covariance needs at least 2 samples, got {n}")
+    parse_prior(prior)  # a bad spec fails before the classifier is trained
     data = run.config.data
     dataset = load_dataset(data.dataset, data_dir=data.data_dir)
     if dataset.shape != tuple(run.config.model.input_shape):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ class TrainingState:
     finished: bool
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a safetensors file, with a one-line error naming it if unreadable."""
     try:
         data = path.read_bytes()
@@ -135,7 +135,7 @@ def save_training_state(run_dir: Path, state: TrainingState) -> None:
 
 def load_training_state(run_dir: Path) -> TrainingState:
     path = run_dir / TRAINING_STATE
-    tensors, metadata = _read_safetensors(path)
+    tensors, metadata = read_safetensors(path)
     if metadata.get("format") != "vaelab-training-state-1":
         raise VaelabError(f"{path}: not a vaelab training state")
     groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optimizer": {}, "best": {}}
@@ -192,12 +192,8 @@ def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
     config = read_config(path / CONFIG)
     if config.model.input_shape is None:
         raise VaelabError(f"{path / CONFIG}: model.input_shape is missing (written by vaelab train)")
-    weights, _ = _read_safetensors(path / MODEL)
+    weights, _ = read_safetensors(path / MODEL)
     model = build_model(config, weights, path / MODEL, device)
     model.eval()
     return Run(model=model, config=config, path=path, metrics=read_metrics(path))
 
-
-def with_device(config: RunConfig, device: str) -> RunConfig:
-    """The same config trained/evaluated on another device (a resume on a different machine)."""
-    return replace(config, train=replace(config.train, device=device))

@@ -26,21 +26,22 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from vaelab import rundir
 from vaelab.config import RunConfig, read_config
 from vaelab.datasets import binarize
 from vaelab.errors import VaelabError
 from vaelab.evaluation import elbo_averages
 from vaelab.model import VAE
-from vaelab.pipeline import load_data, resolve_device
 from vaelab.objectives import elbo_sums
-from vaelab import rundir
-from vaelab.views import loss_curve_figure, reconstruction_grid, image_grid, save_figure, save_image
+from vaelab.pipeline import load_data, resolve_device
+from vaelab.views import image_grid, loss_curve_figure, reconstruction_grid, save_figure, save_image
 
 log = logging.getLogger(__name__)
 
 RESUMABLE_SETTINGS = ("epochs", "device")  # what may change when a run is resumed
 EVAL_SEED = 1234  # fixed z-noise for validation/test ELBOs, so epochs are compared on equal terms
 PICTURE_SEED = 0
+POSTFIX_EVERY = 50  # batches between updates of the running loss shown on the progress bar
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -103,7 +104,7 @@ def train_epoch(
     n = x.shape[0]
     order = torch.randperm(n, generator=generator, device=x.device)
     totals = torch.zeros(3, device=x.device)  # sums of loss, rec, kl; read once per epoch (no syncs)
-    for start in range(0, n, batch_size):
+    for step, start in enumerate(range(0, n, batch_size)):
         batch = x[order[start : start + batch_size]]
         if dynamic_binarize:
             batch = binarize(batch, generator)
@@ -116,6 +117,8 @@ def train_epoch(
         with torch.no_grad():
             totals += torch.stack((rec + kl, rec, kl))
         bar.update(batch.shape[0])
+        if step % POSTFIX_EVERY == POSTFIX_EVERY - 1:  # an occasional read keeps the loop free of syncs
+            bar.set_postfix(loss=f"{totals[0].item() / (start + batch.shape[0]):.2f}", refresh=False)
     loss, rec, kl = (totals / n).tolist()
     return {"loss": loss, "rec": rec, "kl": kl}
 
