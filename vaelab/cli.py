@@ -278,13 +278,12 @@ def _add_datasets_parser(commands: argparse._SubParsersAction) -> None:
 def _datasets(args: argparse.Namespace) -> None:
     from vaelab.datasets import describe_datasets
 
+    print(f"{'name':<14} {'status':<8} {'what':<42} {'train/val/test':<18} where")
     for info in describe_datasets(args.data_dir):
-        print(_format_dataset(info))
-
-
-def _format_dataset(info: dict) -> str:
-    status = "found" if info.get("found") else "missing"
-    return f"{info['name']:<14} {status:<8} {info.get('location', '')}"
+        sizes = "/".join(str(info["sizes"][split]) for split in ("train", "val", "test"))
+        status = "found" if info["found"] else "missing"
+        print(f"{info['name']:<14} {status:<8} {info['kind']:<42} {sizes:<18} {info['location']}")
+    print("any other --dataset is a path: a folder of images (class sub-folders = labels) or an .npz file")
 
 
 def build_parser() -> argparse.ArgumentParser:
