@@ -64,3 +64,17 @@ def test_learned_gaussian_scale_is_a_parameter_and_fixed_is_not():
     assert "log_sigma" in dict(learned.named_parameters())
     assert "log_sigma" not in dict(fixed.named_parameters())
     assert fixed.decode(torch.zeros(1, 20)).scale.item() == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_output_bias_starts_at_the_data_marginal(arch, likelihood):
+    """With the last layer's weights zeroed, p(x|z) must have exactly the data mean as its mean."""
+    model = VAE(ModelConfig(arch=arch, channels=(4, 8), latent_dim=2, likelihood=likelihood, input_shape=(1, 8, 8)))
+    data_mean = torch.rand(1, 8, 8) * 0.8 + 0.1
+    if arch == "conv":
+        data_mean = torch.full((1, 8, 8), 0.3)  # a conv has one bias per channel
+    model.initialise_output_bias(data_mean)
+    with torch.no_grad():
+        model.decoder_net.body[-1].weight.zero_()
+    torch.testing.assert_close(model.decode(torch.randn(3, 2)).mean, data_mean.expand(3, 1, 8, 8))

@@ -59,6 +59,11 @@ class MLPDecoder(_LeadingDims):
         body = nn.Sequential(*_mlp([latent_dim, *reversed(hidden), math.prod(output_shape)]))
         super().__init__(body, (latent_dim,), output_shape)
 
+    def set_output_bias(self, value: torch.Tensor) -> None:
+        """Set the last layer's bias to ``value: [*output_shape]`` (one bias per output dimension)."""
+        with torch.no_grad():
+            self.body[-1].bias.copy_(value.reshape(-1))
+
 
 def conv_feature_sizes(height: int, width: int, n_layers: int) -> list[tuple[int, int]]:
     """Spatial size before each stride-2 conv and after the last: [(H, W), (H//2, W//2), ...]."""
@@ -108,6 +113,11 @@ class ConvDecoder(_LeadingDims):
                 layers.append(nn.ReLU())
             c_in = c_out
         super().__init__(nn.Sequential(*layers), (latent_dim,), output_shape)
+
+    def set_output_bias(self, value: torch.Tensor) -> None:
+        """Set the last layer's bias from ``value: [C, H, W]``; a conv has one bias per channel: its mean."""
+        with torch.no_grad():
+            self.body[-1].bias.copy_(value.mean(dim=(-2, -1)))
 
 
 def build_networks(config: ModelConfig) -> tuple[nn.Module, nn.Module]:

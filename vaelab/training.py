@@ -189,6 +189,7 @@ def train(
         best_loss, best_epoch, best_model = state.best_loss, state.best_epoch, state.best_model
         start_epoch = state.epoch
     else:
+        model.initialise_output_bias(dataset.train.x.mean(0))
         run_dir = _new_run_dir(out, config)
         start_epoch = 0
     rundir.save_config(run_dir, config)
