@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 
 def tiny_settings(**overrides) -> dict:
     """A model small enough that a few epochs on digits take about a second."""
-    return {"dataset": "digits", "hidden": (32,), "latent_dim": 4, "epochs": 3, "batch_size": 64, **overrides}
+    return {"dataset": "digits", "hidden": (32,), "latent_dim": 4, "epochs": 3, "batch_size": 64, "lr": 1e-2, **overrides}
 
 
 @pytest.fixture(scope="session")
