@@ -33,6 +33,16 @@ def _flag(setting: str) -> str:
     return "--" + setting.replace("_", "-")
 
 
+def _add_device_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+
+
+def _add_device_and_report_flags(p: argparse.ArgumentParser) -> None:
+    _add_device_flag(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "train",
@@ -97,7 +107,7 @@ def _add_sample_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=int, default=64, help="number of samples (default: 64)")
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    _add_device_flag(p)
     p.add_argument("--prior", default="standard", metavar="standard|gmm:K",
                    help="draw z from N(0, I) (standard, the default) or from a K-component Gaussian mixture "
                    "fitted to the encoded training set, cached in RUN (gmm:10; Ghosh et al. 2020)")
@@ -131,7 +141,7 @@ def _add_reconstruct_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=int, default=32, help="number of images (default: 32)")
     p.add_argument("--split", choices=("train", "val", "test"), default="test", help="data split (default: test)")
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    _add_device_flag(p)
     p.set_defaults(handler=_reconstruct)
 
 
@@ -202,9 +212,7 @@ def _add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--iw-samples", type=int, default=5000, metavar="K", help="importance samples per example (default: 5000)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N examples of the split, in stored order")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default: 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_device_and_report_flags(p)
     p.set_defaults(handler=_evaluate)
 
 
@@ -241,9 +249,7 @@ def _add_quality_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=int, default=10000, help="number of generated images (default: 10000)")
     p.add_argument("--prior", default="standard", help="latent distribution: standard or gmm:K (default: standard)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latents and the reference images (default: 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_device_and_report_flags(p)
     p.set_defaults(handler=_quality)
 
 

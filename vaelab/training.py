@@ -103,7 +103,7 @@ def train_epoch(
     model.train()
     n = x.shape[0]
     order = torch.randperm(n, generator=generator, device=x.device)
-    totals = torch.zeros(3, device=x.device)  # sums of loss, rec, kl; read once per epoch (no syncs)
+    totals = torch.zeros(3, device=x.device)  # sums of loss, rec, kl: read rarely, so few device syncs
     for step, start in enumerate(range(0, n, batch_size)):
         batch = x[order[start : start + batch_size]]
         if dynamic_binarize:
