@@ -403,3 +403,13 @@ def test_binarize_rejects_unknown_mode_and_out_of_range_data() -> None:
     wide = Dataset("wide", Split(ds.train.x * 3, None), ds.val, ds.test, None, "test")
     with pytest.raises(VaelabError, match=r"wide: .*\[0, 1\]"):
         binarize_dataset(wide, "static", 0)
+
+
+def test_cache_dir_follows_vaelab_cache_then_xdg(monkeypatch, tmp_path):
+    from vaelab.datasets import cache_dir
+
+    monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("VAELAB_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "vaelab"

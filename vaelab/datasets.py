@@ -103,8 +103,13 @@ def _check_val_size(source: str, val_size: int, available: int) -> None:
         )
 
 
+CACHE_ENV = "VAELAB_CACHE"  # overrides the cache root (downloads and the quality classifier)
+
+
 def cache_dir() -> Path:
-    """The per-user download cache: ``$XDG_CACHE_HOME/vaelab`` or ``~/.cache/vaelab``."""
+    """vaelab's per-user cache: ``$VAELAB_CACHE``, else ``$XDG_CACHE_HOME/vaelab`` or ``~/.cache/vaelab``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "vaelab"
 

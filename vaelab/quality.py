@@ -62,7 +62,6 @@ from vaelab.training import make_optimizer
 log = logging.getLogger(__name__)
 
 FORMAT = "vaelab-classifier-2"  # bump when the architecture or training recipe changes
-CACHE_ENV = "VAELAB_CACHE"
 FEATURE_DIM = 128  # width of the penultimate layer whose activations are the features
 CLASSIFIER_SEED = 0  # one fixed classifier per dataset, so all runs are measured with the same ruler
 BATCH_SIZE = 128
@@ -213,9 +212,8 @@ def train_classifier(
 
 
 def classifier_dir() -> Path:
-    """``$VAELAB_CACHE/classifiers``, else ``$XDG_CACHE_HOME/vaelab/classifiers`` or ``~/.cache/vaelab/classifiers``."""
-    root = os.environ.get(CACHE_ENV)
-    return (Path(root) if root else vaelab_cache_dir()) / "classifiers"
+    """``classifiers/`` in vaelab's cache (``$VAELAB_CACHE``, ``$XDG_CACHE_HOME/vaelab`` or ``~/.cache/vaelab``)."""
+    return vaelab_cache_dir() / "classifiers"
 
 
 def _cache_stem(dataset: Dataset, seed: int) -> str:
