@@ -26,10 +26,10 @@ def test_validation_elbo_improves(trained_run):
     assert len(losses) == 3
     assert losses[-1] < losses[0]
     # Against the model as initialised (random weights, output bias at the data marginal):
+    data = load_data(trained_run.config)
     untrained = vaelab.VAE(trained_run.config.model)
-    val_x = load_data(trained_run.config).val.x
-    untrained.initialise_output_bias(load_data(trained_run.config).train.x.mean(0))
-    before = elbo_averages(untrained, val_x, 256, torch.Generator().manual_seed(0))["loss"]
+    untrained.initialise_output_bias(data.train.x.mean(0))
+    before = elbo_averages(untrained, data.val.x, 256, torch.Generator().manual_seed(0))["loss"]
     assert losses[-1] < before - 0.5
 
 
