@@ -27,14 +27,14 @@ def _linear_vae() -> VAE:
 
 
 def _exact(model: VAE) -> LinearGaussianModel:
-    layer = model.decoder_net.body[0]
+    layer = model.decoder_net.head[0]
     return LinearGaussianModel(layer.weight.detach(), layer.bias.detach(), torch.tensor(SIGMA**2, dtype=torch.float64))
 
 
 def _with_exact_posterior(model: VAE) -> VAE:
     """Give the decoder orthogonal columns (so p(z|x) is a *diagonal* Gaussian) and set the linear
     encoder to output that posterior exactly: mean M^-1 W^T (x - b) / s^2, scale sqrt(diag M^-1)."""
-    decoder, encoder = model.decoder_net.body[0], model.encoder_net.body[1]
+    decoder, encoder = model.decoder_net.head[0], model.encoder_net.head[0]
     with torch.no_grad():
         q, _ = torch.linalg.qr(torch.randn(D, K, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
         decoder.weight.copy_(q * torch.tensor([2.0, 0.7], dtype=torch.float64))
@@ -69,7 +69,7 @@ def test_bounds_are_ordered_elbo_iw_evidence():
 def test_large_k_is_within_005_nats_of_the_exact_evidence():
     model = _with_exact_posterior(_linear_vae())
     with torch.no_grad():  # a q close to, but not equal to, the posterior: widen its scale by 30%
-        model.encoder_net.body[1].bias[K:] += 0.3
+        model.encoder_net.head[0].bias[K:] += 0.3
     x = _data(model)
     log_px = _exact(model).log_evidence(x).mean().item()
     result = evaluate(model, x, iw_samples=5000, seed=0)
@@ -107,7 +107,7 @@ def test_active_units_and_kl_per_dimension():
     variances = result["posterior_mean_variance"]
     assert result["active_units"] == sum(v > 0.01 for v in variances)
     with torch.no_grad():  # an encoder that ignores x has no active units
-        model.encoder_net.body[1].weight.zero_()
+        model.encoder_net.head[0].weight.zero_()
     assert evaluate(model, x, iw_samples=10)["active_units"] == 0
 
 

@@ -76,5 +76,5 @@ def test_output_bias_starts_at_the_data_marginal(arch, likelihood):
         data_mean = torch.full((1, 8, 8), 0.3)  # a conv has one bias per channel
     model.initialise_output_bias(data_mean)
     with torch.no_grad():
-        model.decoder_net.body[-1].weight.zero_()
+        model.decoder_net.output_layer().weight.zero_()
     torch.testing.assert_close(model.decode(torch.randn(3, 2)).mean, data_mean.expand(3, 1, 8, 8))

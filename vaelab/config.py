@@ -23,6 +23,8 @@ CONFIG_FORMAT = 1  # bump when config.json changes incompatibly
 ARCHITECTURES = ("mlp", "conv")
 LIKELIHOOD_NAMES = ("bernoulli", "gaussian", "cbernoulli")
 BINARIZATIONS = ("none", "static", "dynamic")
+CONDITIONS = ("none", "label", "covariates")
+OBJECTIVES = ("elbo", "beta", "iwae")
 
 
 class ConfigError(VaelabError):
@@ -58,9 +60,26 @@ class DataConfig:
     binarize: str = "none"  # none: intensities in [0, 1]; static: one draw; dynamic: fresh draw per epoch
     val_size: int | None = None  # validation examples carved from training data (None: dataset default)
     data_seed: int = 0  # seeds the split of user data and the fixed binarisation of val/test (static: train too)
+    labelled: int | None = None  # keep the labels of only this many training examples (class-balanced)
+    missing_frac: float | None = None  # hide this fraction of the training covariates (labels or columns)
 
     def __post_init__(self) -> None:
         _require(bool(self.dataset), "dataset", "must name a dataset or a path")
+        _require(
+            self.labelled is None or (isinstance(self.labelled, int) and self.labelled >= 1),
+            "labelled",
+            f"must be >= 1 labelled example, got {self.labelled}",
+        )
+        _require(
+            self.missing_frac is None or 0 <= self.missing_frac < 1,
+            "missing_frac",
+            f"must be in [0, 1), got {self.missing_frac}",
+        )
+        _require(
+            self.labelled is None or self.missing_frac is None,
+            "labelled",
+            "give either --labelled or --missing-frac, not both",
+        )
         _require(
             self.binarize in BINARIZATIONS,
             "binarize",
@@ -81,7 +100,11 @@ class ModelConfig:
     latent_dim: int = 20  # dimensions of z
     likelihood: str = "bernoulli"  # bernoulli (logits) | gaussian | cbernoulli (continuous Bernoulli)
     gaussian_scale: float | None = None  # gaussian only: fixed sigma; None learns one shared sigma
+    condition: str = "none"  # none | label (one-hot class, CVAE / M2) | covariates (continuous columns)
     input_shape: tuple[int, ...] | None = None  # per-example data shape, filled in from the data
+    class_names: tuple[str, ...] | None = None  # label models: class names, index = label (from the data)
+    covariate_names: tuple[str, ...] | None = None  # covariate models: column names (from the data)
+    infer_missing: bool = False  # add q(y|x) or q(c_missing|x, c_observed): set when covariates are missing
 
     def __post_init__(self) -> None:
         _require(self.arch in ARCHITECTURES, "arch", f"expected one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
@@ -98,6 +121,15 @@ class ModelConfig:
             "gaussian_scale",
             f"must be > 0, got {self.gaussian_scale}",
         )
+        _require(
+            self.condition in CONDITIONS,
+            "condition",
+            f"expected one of {', '.join(CONDITIONS)}, got {self.condition!r}",
+        )
+        if self.class_names is not None:
+            self.class_names = tuple(str(name) for name in self.class_names)
+        if self.covariate_names is not None:
+            self.covariate_names = tuple(str(name) for name in self.covariate_names)
         if self.input_shape is not None:
             self.input_shape = _positive_ints(self.input_shape, "input_shape", allow_empty=False)
             _require(
@@ -109,7 +141,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation: Adam on the negative ELBO, mean over each mini-batch."""
+    """Optimisation: Adam on the chosen objective (``objectives.py``), mean over each mini-batch."""
 
     epochs: int = 10  # passes over the training set
     batch_size: int = 128  # examples per gradient step
@@ -118,6 +150,12 @@ class TrainConfig:
     early_stopping: int | None = None  # stop after this many epochs without a better validation loss
     seed: int = 0  # seeds initialisation, shuffling, binarisation draws and z samples
     device: str = "auto"  # auto (CUDA when present, else CPU), cpu, cuda, cuda:1, mps
+    objective: str = "elbo"  # elbo | beta (beta-weighted KL) | iwae (importance-weighted bound)
+    beta: float = 1.0  # beta objective: weight of the KL term (Higgins et al. 2017); 1 is the ELBO
+    warmup_epochs: float = 0.0  # raise the KL weight linearly from 0 to its value over this many epochs
+    free_bits: float = 0.0  # nats per latent dimension below which the batch-mean KL is not penalised
+    iwae_samples: int = 5  # iwae objective: importance samples K per example
+    alpha: float | None = None  # weight of log q(y|x) on labelled examples (None: Kingma et al.'s 0.1 N / N_l)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
@@ -135,6 +173,30 @@ class TrainConfig:
         )
         _require(isinstance(self.seed, int) and self.seed >= 0, "seed", f"must be a non-negative integer, got {self.seed}")
         _require(bool(self.device), "device", "must not be empty")
+        _require(
+            self.objective in OBJECTIVES,
+            "objective",
+            f"expected one of {', '.join(OBJECTIVES)}, got {self.objective!r}",
+        )
+        _require(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
+        _require(
+            self.objective == "beta" or self.beta == 1.0,
+            "beta",
+            f"is used by --objective beta only (got {self.beta} with --objective {self.objective})",
+        )
+        _require(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        _require(self.free_bits >= 0, "free_bits", f"must be >= 0 nats, got {self.free_bits}")
+        _require(
+            isinstance(self.iwae_samples, int) and self.iwae_samples >= 1,
+            "iwae_samples",
+            f"must be >= 1, got {self.iwae_samples}",
+        )
+        _require(
+            self.objective != "iwae" or (self.warmup_epochs == 0 and self.free_bits == 0),
+            "objective",
+            "iwae trains the importance-weighted bound itself; KL warm-up and free bits apply to elbo and beta",
+        )
+        _require(self.alpha is None or self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}

@@ -31,8 +31,12 @@ User data (any ``name`` that is not a registered name but an existing path):
   order; a flat folder is unlabelled. All images must have the same size; they stay gray if every
   image is gray, otherwise all are converted to RGB (alpha dropped).
 * an ``.npz`` file with ``x`` (``[N, H, W]`` or channels-first ``[N, C, H, W]`` images with C 1 or
-  3, or ``[N, D]`` tabular; uint8 is divided by 255, floats kept) and optional ``y`` (``[N]``
-  non-negative integer labels).
+  3, or ``[N, D]`` tabular; uint8 is divided by 255, floats kept), optional ``y`` (``[N]`` integer
+  labels 0..K-1, -1 where missing), optional ``c`` (``[N]`` or ``[N, K]`` continuous covariates, NaN
+  where missing) and ``c_names`` (``[K]`` strings).
+
+Class folders whose names are numbers (``30/``) or ``name=value`` lists (``angle=30,scale=2/``) also
+give continuous covariates (:func:`covariates_from_class_names`), for ``--condition covariates``.
 
   User data is split with ``numpy.random.default_rng(seed).permutation(N)``: the first
   ``max(1, N // 10)`` indices are test, the next ``val_size`` (default ``max(1, N // 10)``)
@@ -60,7 +64,8 @@ DATA_ENV = "VAELAB_DATA"
 @dataclass(frozen=True)
 class Split:
     x: torch.Tensor  # [N, C, H, W] in [0, 1] (images) or [N, D] (tabular), float32
-    y: torch.Tensor | None  # [N] int64 class indices, or None when unlabelled
+    y: torch.Tensor | None  # [N] int64 class indices (-1: label hidden), or None when unlabelled
+    c: torch.Tensor | None = None  # [N, K] float32 continuous covariates (NaN: missing), or None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -74,6 +79,7 @@ class Dataset:
     test: Split
     classes: tuple[str, ...] | None  # class names, index = label
     source: str  # where it was found (directory/file), or "scikit-learn"
+    covariate_names: tuple[str, ...] | None = None  # names of the columns of ``Split.c``
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -90,9 +96,20 @@ def _labels(y: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(y, dtype=np.int64))
 
 
-def _take(x: torch.Tensor, y: torch.Tensor | None, index: np.ndarray) -> Split:
+def _take(x: torch.Tensor, y: torch.Tensor | None, index: np.ndarray, c: torch.Tensor | None = None) -> Split:
     index_t = torch.from_numpy(index)
-    return Split(x[index_t], None if y is None else y[index_t])
+    return Split(x[index_t], None if y is None else y[index_t], None if c is None else c[index_t])
+
+
+@dataclass(frozen=True)
+class _UserData:
+    """What a user's folder or ``.npz`` holds, before splitting."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+    classes: tuple[str, ...] | None = None
+    c: torch.Tensor | None = None
+    covariate_names: tuple[str, ...] | None = None
 
 
 def _check_val_size(source: str, val_size: int, available: int) -> None:
@@ -339,7 +356,31 @@ def _open_image(path: Path) -> Image.Image:
     return image
 
 
-def _load_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor | None, tuple[str, ...] | None]:
+def covariates_from_class_names(classes: tuple[str, ...]) -> tuple[torch.Tensor, tuple[str, ...]] | None:
+    """Continuous covariates encoded in class-folder names, one row per class, or None.
+
+    Two spellings are understood: a plain number (``0.5/``, ``30/``: one covariate named ``class``)
+    and ``name=value`` pairs joined by commas (``angle=30,scale=1.5/``: the same names in every
+    folder). Anything else means the folders are plain categories.
+    """
+    rows: list[dict[str, float]] = []
+    for name in classes:
+        parts = name.split(",") if "=" in name else [f"class={name}"]
+        row = {}
+        for part in parts:
+            key, _, value = part.partition("=")
+            try:
+                row[key.strip()] = float(value)
+            except ValueError:
+                return None
+        rows.append(row)
+    names = tuple(rows[0])
+    if any(tuple(row) != names for row in rows) or not all(names):
+        return None
+    return torch.tensor([[row[k] for k in names] for row in rows], dtype=torch.float32), names
+
+
+def _load_folder(folder: Path) -> _UserData:
     """Images of ``folder`` (flat, or one sub-folder per class) as ``[N, C, H, W]`` in [0, 1]."""
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     top_files = _image_files(folder)
@@ -375,21 +416,50 @@ def _load_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor | None, tuple
     pixels = np.stack([np.asarray(image.convert(mode)) for image in images])  # [N, H, W(, 3)]
     x = _to_float(pixels, 255.0)
     x = x.unsqueeze(1) if gray else x.permute(0, 3, 1, 2).contiguous()
-    y = _labels(np.array(labels)) if classes is not None else None
-    return x, y, classes
+    if classes is None:
+        return _UserData(x)
+    y = _labels(np.array(labels))
+    numeric = covariates_from_class_names(classes)
+    if numeric is None:
+        return _UserData(x, y, classes)
+    values, names = numeric
+    return _UserData(x, y, classes, values[y], names)
 
 
-def _load_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor | None, tuple[str, ...] | None]:
-    """``x`` (and ``y``) from an ``.npz`` file, validated; see the module docstring for shapes."""
+def _npz_covariates(path: Path, arrays: dict[str, np.ndarray], n: int) -> tuple[torch.Tensor | None, tuple[str, ...] | None]:
+    """``c`` ([N] or [N, K] floats, NaN = missing) and its optional ``c_names`` ([K] strings)."""
+    if "c" not in arrays:
+        if "c_names" in arrays:
+            raise VaelabError(f"{path}: c_names given without c")
+        return None, None
+    c_np = arrays["c"]
+    if c_np.ndim == 1:
+        c_np = c_np[:, None]
+    if c_np.ndim != 2 or len(c_np) != n or not (np.issubdtype(c_np.dtype, np.floating) or np.issubdtype(c_np.dtype, np.integer)):
+        raise VaelabError(f"{path}: c must be {n} rows of numbers [N] or [N, K], got dtype {c_np.dtype} shape {arrays['c'].shape}")
+    c = torch.from_numpy(c_np.astype(np.float32))
+    if torch.isinf(c).any():
+        raise VaelabError(f"{path}: c contains infinite values (use NaN for a missing covariate)")
+    if "c_names" in arrays:
+        names = tuple(str(v) for v in np.asarray(arrays["c_names"]).reshape(-1))
+        if len(names) != c.shape[1] or len(set(names)) != len(names) or not all(names):
+            raise VaelabError(f"{path}: c_names must be {c.shape[1]} distinct non-empty names, got {list(names)}")
+    else:
+        names = tuple(f"c{k}" for k in range(c.shape[1]))
+    return c, names
+
+
+def _load_npz(path: Path) -> _UserData:
+    """``x`` (and ``y``, ``c``) from an ``.npz`` file, validated; see the module docstring for shapes."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError) as exc:
         raise VaelabError(f"{path}: cannot read .npz file ({exc})") from exc
     keys = sorted(arrays)
-    if "x" not in arrays or not set(keys) <= {"x", "y"}:
+    if "x" not in arrays or not set(keys) <= {"x", "y", "c", "c_names"}:
         raise VaelabError(
-            f"{path}: expected arrays 'x' (required) and 'y' (optional), found {keys}"
+            f"{path}: expected arrays 'x' (required), 'y', 'c' and 'c_names' (optional), found {keys}"
         )
     x_np = arrays["x"]
     if x_np.ndim not in (2, 3, 4) or len(x_np) == 0:
@@ -418,29 +488,31 @@ def _load_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor | None, tuple[str,
     if x.ndim == 3:
         x = x.unsqueeze(1)  # [N, 1, H, W]
 
+    c, covariate_names = _npz_covariates(path, arrays, len(x))
     if "y" not in arrays:
-        return x, None, None
+        return _UserData(x, c=c, covariate_names=covariate_names)
     y_np = arrays["y"]
     if y_np.ndim != 1 or len(y_np) != len(x) or not np.issubdtype(y_np.dtype, np.integer):
         raise VaelabError(
             f"{path}: y must be {len(x)} integer labels [N], "
             f"got dtype {y_np.dtype} shape {y_np.shape}"
         )
-    if y_np.min() < 0:
+    if y_np.min() < -1:
         raise VaelabError(
-            f"{path}: y holds negative label {y_np.min()}, expected class indices 0..K-1"
+            f"{path}: y holds negative label {y_np.min()}, expected class indices 0..K-1 (-1: missing)"
         )
     classes = tuple(str(k) for k in range(int(y_np.max()) + 1))
-    return x, _labels(y_np), classes
+    return _UserData(x, _labels(y_np), classes, c, covariate_names)
 
 
 def _load_user(path: Path, name: str, val_size: int | None, seed: int) -> Dataset:
     if path.is_dir():
-        x, y, classes = _load_folder(path)
+        data = _load_folder(path)
     elif path.suffix.lower() == ".npz":
-        x, y, classes = _load_npz(path)
+        data = _load_npz(path)
     else:
         raise VaelabError(f"{path}: expected a folder of images or an .npz file")
+    x, y, c = data.x, data.y, data.c
     n = len(x)
     if n < 3:
         raise VaelabError(
@@ -453,11 +525,12 @@ def _load_user(path: Path, name: str, val_size: int | None, seed: int) -> Datase
     test, val, train = np.split(perm, [n_test, n_test + n_val])
     return Dataset(
         name=name,
-        train=_take(x, y, train),
-        val=_take(x, y, val),
-        test=_take(x, y, test),
-        classes=classes,
+        train=_take(x, y, train, c),
+        val=_take(x, y, val, c),
+        test=_take(x, y, test, c),
+        classes=data.classes,
         source=str(path.resolve()),
+        covariate_names=data.covariate_names,
     )
 
 

@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributions import Independent, Normal
 from tqdm.auto import tqdm
 
 from vaelab import rundir
+from vaelab.conditioning import condition_of
+from vaelab.datasets import Split
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_json
 from vaelab.model import VAE
@@ -38,21 +41,29 @@ EXAMPLES_PER_BATCH = 256
 
 
 @torch.no_grad()
-def elbo_averages(model: VAE, x: torch.Tensor, batch_size: int, generator: torch.Generator | None = None) -> dict[str, float]:
+def elbo_averages(
+    model: VAE, x: torch.Tensor, batch_size: int, generator: torch.Generator | None = None, c: torch.Tensor | None = None
+) -> dict[str, float]:
     """Mean negative ELBO (``loss``), reconstruction term (``rec``) and KL (``kl``) over ``x``, in nats.
 
     One reparameterised z per example, as in training; pass a seeded ``generator`` for figures that
-    are comparable across epochs.
+    are comparable across epochs. Conditional models take the condition ``c`` of every example.
     """
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, device=x.device)
     for start in range(0, x.shape[0], batch_size):
-        terms = elbo(model, x[start : start + batch_size], generator)
+        terms = elbo(model, x[start : start + batch_size], generator, None if c is None else c[start : start + batch_size])
         totals += torch.stack((terms.loss.sum(), terms.rec.sum(), terms.kl.sum()))
     model.train(was_training)
     loss, rec, kl = (totals / max(x.shape[0], 1)).tolist()
     return {"loss": loss, "rec": rec, "kl": kl}
+
+
+def _check_complete(model: VAE, c: torch.Tensor) -> None:
+    missing = (c < 0) if model.config.condition == "label" else torch.isnan(c)
+    if bool(missing.any()):
+        raise VaelabError("evaluation of log p(x|c) needs every covariate observed; this split has missing ones")
 
 
 def decoder_floats_per_sample(model: VAE) -> int:
@@ -62,7 +73,8 @@ def decoder_floats_per_sample(model: VAE) -> int:
              for m in model.decoder_net.modules() if not list(m.children())]
     try:
         with torch.no_grad():
-            model.decoder_net(model.prior_loc.new_zeros(1, model.latent_dim))
+            condition = model.prior_loc.new_zeros(1, model.condition_dim) if model.conditional else None
+            model.decoder_net(model.prior_loc.new_zeros(1, model.latent_dim), condition)
     finally:
         for hook in hooks:
             hook.remove()
@@ -71,19 +83,22 @@ def decoder_floats_per_sample(model: VAE) -> int:
 
 @torch.no_grad()
 def importance_weighted_terms(
-    model: VAE, x: torch.Tensor, iw_samples: int, generator: torch.Generator | None, sample_chunk: int
+    model: VAE, x: torch.Tensor, iw_samples: int, generator: torch.Generator | None, sample_chunk: int,
+    c: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per-example IW_K, E_q[log p(x|z)] (over the same K samples) and KL, each ``[B]``.
+    """Per-example IW_K, E_q[log p(x|z, c)] (over the same K samples) and KL, each ``[B]``.
 
     Samples are drawn ``sample_chunk`` at a time; IW_K is accumulated with a running log-sum-exp.
     """
-    q = model.encode(x)
+    condition = model.condition_vector(c)
+    loc, scale = model.posterior_params(x, condition)
+    q = Independent(Normal(loc, scale, validate_args=False), 1)
     log_sum_w = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=q.mean.dtype)
     sum_log_px_z = torch.zeros_like(log_sum_w)
     for start in range(0, iw_samples, sample_chunk):
         k = min(sample_chunk, iw_samples - start)
         z = reparameterize(q, generator, samples=k)  # [k, B, D]
-        log_px_z = model.decode(z).log_prob(x)  # [k, B]
+        log_px_z = model.likelihood(z, condition).log_prob(x)  # [k, B]
         log_w = log_px_z + model.prior.log_prob(z) - q.log_prob(z)  # [k, B]
         log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w, dim=0))
         sum_log_px_z += log_px_z.sum(0)
@@ -106,14 +121,21 @@ def evaluate(
     seed: int = 0,
     progress: bool = False,
     max_floats: int = DEFAULT_MAX_FLOATS,
+    c: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Negative ELBO, IW_K negative log-likelihood, bits/dim, KL, active units of ``model`` on ``data``.
 
-    ``data`` is a tensor ``[N, *input_shape]`` (or anything with such an ``.x``, e.g. a dataset split)
-    already on the model's device. Losses are nats per example; ``elbo`` is the *negative* ELBO so
+    ``data`` is a tensor ``[N, *input_shape]`` or a dataset split (whose labels or covariates then
+    condition a conditional model). Conditional models are scored on log p(x|c), with ``c`` taken
+    from the split unless given. Losses are nats per example; ``elbo`` is the *negative* ELBO so
     that lower is better for both it and ``nll``. ``seed`` fixes the importance samples.
     """
     x = getattr(data, "x", data)
+    if c is None and model.conditional and isinstance(data, Split):
+        c = condition_of(model.config.condition, data)
+    if c is not None:
+        _check_complete(model, c)
+        c = c.to(model.prior_loc.device)
     if iw_samples < 1:
         raise ValueError(f"iw_samples must be >= 1, got {iw_samples}")
     n = x.shape[0]
@@ -131,7 +153,9 @@ def evaluate(
     parts: dict[str, list[torch.Tensor]] = {}
     with tqdm(total=n, unit="ex", disable=not progress, desc=f"IW_{iw_samples}", dynamic_ncols=True) as bar:
         for begin in range(0, n, batch):
-            terms = importance_weighted_terms(model, x[begin : begin + batch], iw_samples, generator, sample_chunk)
+            terms = importance_weighted_terms(
+                model, x[begin : begin + batch], iw_samples, generator, sample_chunk, None if c is None else c[begin : begin + batch]
+            )
             for key, value in terms.items():
                 parts.setdefault(key, []).append(value)
             bar.update(min(batch, n - begin))
@@ -152,6 +176,7 @@ def evaluate(
         "reconstruction": reconstruction,
         "active_units": int((mean_variance > ACTIVE_UNIT_THRESHOLD).sum()),
         "latent_dim": model.latent_dim,
+        "conditioned_on": model.config.condition,
         "kl_per_dim": terms["kl_per_dim"].mean(0).tolist(),
         "posterior_mean_variance": mean_variance.tolist(),
         "n": n,
@@ -176,13 +201,13 @@ def evaluate_run(
     """
     run = rundir.load(run_dir, device=resolve_device(device))
     dataset = load_data(run.config)
-    x = getattr(dataset, split).x
+    part = getattr(dataset, split)
     if limit is not None:
-        x = x[:limit]
-    if x.shape[0] == 0:
+        part = Split(*(None if t is None else t[:limit] for t in (part.x, part.y, part.c)))
+    if part.x.shape[0] == 0:
         raise VaelabError(f"{run_dir}: the {split} split is empty")
     result = {
-        **evaluate(run.model, x, iw_samples, seed=seed, progress=progress),
+        **evaluate(run.model, part, iw_samples, seed=seed, progress=progress),
         "split": split,
         "dataset": run.config.data.dataset,
         "binarize": run.config.data.binarize,

@@ -1,10 +1,13 @@
 """Encoder and decoder networks: plain ``nn.Module``s from tensors to distribution parameters.
 
-Encoders map data ``[..., *input_shape]`` to ``[..., 2 * latent_dim]`` (mean and pre-softplus scale of
-q(z|x)); decoders map ``z: [..., latent_dim]`` to parameters shaped like the data ``[..., *input_shape]``
-(logits or means of p(x|z)). Any number of leading batch dimensions is accepted, so the importance-
-weighted bound can decode ``z: [K, B, latent_dim]`` in one call. The probabilistic meaning of these
-outputs lives in ``model.py`` and ``likelihoods.py``.
+Encoders map data ``[..., *input_shape]`` (plus an optional condition vector ``[..., C]``) to
+``[..., out_features]``: mean and pre-softplus scale of q(z|x, c), or class logits of q(y|x).
+Decoders map ``z: [..., latent_dim]`` (plus the condition) to parameters shaped like the data
+``[..., *output_shape]`` (logits or means of p(x|z, c)). Any number of leading batch dimensions is
+accepted, so the importance-weighted bound can decode ``z: [K, B, latent_dim]`` in one call with a
+condition of shape ``[B, C]``. A conditional VAE (Sohn et al. 2015) differs from a plain one only in
+that the condition vector is concatenated to the input of the first dense layer of both networks.
+The probabilistic meaning of the outputs lives in ``model.py`` and ``likelihoods.py``.
 """
 
 from __future__ import annotations
@@ -29,40 +32,58 @@ def _mlp(widths: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class _LeadingDims(nn.Module):
-    """Runs ``body`` on ``[N, *in_shape]`` after folding any leading dims of the input into N."""
+def _with_condition(h: torch.Tensor, condition: torch.Tensor | None, lead: torch.Size) -> torch.Tensor:
+    """``h: [N, F]`` with the condition ``[..., C]`` (broadcast to the leading dims ``lead``) appended."""
+    if condition is None:
+        return h
+    condition = condition.expand(*lead, condition.shape[-1])
+    return torch.cat((h, condition.reshape(h.shape[0], -1)), dim=-1)
 
-    def __init__(self, body: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
+
+class Encoder(nn.Module):
+    """x: [..., *input_shape] -> ``features`` -> (append condition) -> dense layers -> [..., out_features]."""
+
+    def __init__(self, features: nn.Module, input_shape: tuple[int, ...], n_features: int,
+                 hidden: tuple[int, ...], out_features: int, condition_dim: int) -> None:
         super().__init__()
+        self.features = features
+        self.head = _mlp([n_features + condition_dim, *hidden, out_features])
+        self.input_shape = tuple(input_shape)
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        lead = x.shape[: x.dim() - len(self.input_shape)]
+        h = self.features(x.reshape(-1, *self.input_shape))  # [N, F]
+        return self.head(_with_condition(h, condition, lead)).reshape(*lead, self.out_features)
+
+
+class Decoder(nn.Module):
+    """z: [..., latent_dim] -> (append condition) -> dense layers -> ``body`` -> [..., *output_shape]."""
+
+    def __init__(self, head: nn.Module, body: nn.Module, latent_dim: int, output_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.head = head
         self.body = body
-        self.in_shape = tuple(in_shape)
-        self.out_shape = tuple(out_shape)
+        self.latent_dim = latent_dim
+        self.output_shape = tuple(output_shape)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[: x.dim() - len(self.in_shape)]
-        y = self.body(x.reshape(-1, *self.in_shape))
-        return y.reshape(*lead, *self.out_shape)
+    def forward(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        lead = z.shape[:-1]
+        h = self.head(_with_condition(z.reshape(-1, self.latent_dim), condition, lead))
+        return self.body(h).reshape(*lead, *self.output_shape)
 
-
-class MLPEncoder(_LeadingDims):
-    """x: [..., *input_shape] -> flattened -> hidden ReLU layers -> [..., 2 * latent_dim]."""
-
-    def __init__(self, input_shape: tuple[int, ...], hidden: tuple[int, ...], latent_dim: int) -> None:
-        body = nn.Sequential(nn.Flatten(), *_mlp([math.prod(input_shape), *hidden, 2 * latent_dim]))
-        super().__init__(body, input_shape, (2 * latent_dim,))
-
-
-class MLPDecoder(_LeadingDims):
-    """z: [..., latent_dim] -> hidden ReLU layers -> [..., *output_shape] (mirror of the encoder)."""
-
-    def __init__(self, latent_dim: int, hidden: tuple[int, ...], output_shape: tuple[int, ...]) -> None:
-        body = nn.Sequential(*_mlp([latent_dim, *reversed(hidden), math.prod(output_shape)]))
-        super().__init__(body, (latent_dim,), output_shape)
+    def output_layer(self) -> nn.Module:
+        """The layer that produces the likelihood's parameters (a Linear or a ConvTranspose2d)."""
+        return self.body[-1] if isinstance(self.body, nn.Sequential) else self.head[-1]
 
     def set_output_bias(self, value: torch.Tensor) -> None:
-        """Set the last layer's bias to ``value: [*output_shape]`` (one bias per output dimension)."""
+        """Start the output at ``value: [*output_shape]``; a transposed conv has one bias per channel: its mean."""
+        last = self.output_layer()
         with torch.no_grad():
-            self.body[-1].bias.copy_(value.reshape(-1))
+            if isinstance(last, nn.ConvTranspose2d):
+                last.bias.copy_(value.mean(dim=(-2, -1)))
+            else:
+                last.bias.copy_(value.reshape(-1))
 
 
 def conv_feature_sizes(height: int, width: int, n_layers: int) -> list[tuple[int, int]]:
@@ -74,62 +95,73 @@ def conv_feature_sizes(height: int, width: int, n_layers: int) -> list[tuple[int
     return sizes
 
 
-class ConvEncoder(_LeadingDims):
-    """x: [..., C, H, W] -> stride-2 convs (ReLU) -> dense hidden layers -> [..., 2 * latent_dim]."""
-
-    def __init__(self, input_shape: tuple[int, ...], channels: tuple[int, ...], hidden: tuple[int, ...], latent_dim: int) -> None:
-        c, h, w = input_shape
-        sizes = conv_feature_sizes(h, w, len(channels))
-        if min(sizes[-1]) < 1:
-            raise ConfigError(
-                "channels", f"{len(channels)} stride-2 convolutions are too many for {h}x{w} images; use fewer channels"
-            )
-        layers: list[nn.Module] = []
-        for c_in, c_out in zip((c, *channels[:-1]), channels):
-            layers += [nn.Conv2d(c_in, c_out, _KERNEL, _STRIDE, _PADDING), nn.ReLU()]
-        features = channels[-1] * sizes[-1][0] * sizes[-1][1]
-        layers += [nn.Flatten(), *_mlp([features, *hidden, 2 * latent_dim])]
-        super().__init__(nn.Sequential(*layers), input_shape, (2 * latent_dim,))
+def mlp_encoder(input_shape: tuple[int, ...], hidden: tuple[int, ...], out_features: int, condition_dim: int = 0) -> Encoder:
+    """Flattened x (and the condition) -> hidden ReLU layers -> ``out_features``."""
+    return Encoder(nn.Flatten(), input_shape, math.prod(input_shape), hidden, out_features, condition_dim)
 
 
-class ConvDecoder(_LeadingDims):
-    """z: [..., latent_dim] -> dense layers -> transposed convs back to exactly [..., C, H, W]."""
-
-    def __init__(self, latent_dim: int, channels: tuple[int, ...], hidden: tuple[int, ...], output_shape: tuple[int, ...]) -> None:
-        c, h, w = output_shape
-        sizes = conv_feature_sizes(h, w, len(channels))
-        h0, w0 = sizes[-1]
-        layers: list[nn.Module] = [_mlp([latent_dim, *reversed(hidden), channels[-1] * h0 * w0]), nn.ReLU()]
-        layers.append(nn.Unflatten(1, (channels[-1], h0, w0)))
-        targets = list(reversed(sizes[:-1]))  # sizes to reach, from the deepest layer up to (H, W)
-        c_outs = [*reversed(channels[:-1]), c]
-        c_in = channels[-1]
-        for i, (c_out, (th, tw)) in enumerate(zip(c_outs, targets)):
-            ih, iw = sizes[len(channels) - i]
-            # A transposed conv gives 2 * in; output_padding adds the row/column a floor division dropped.
-            pad = (th - _STRIDE * ih, tw - _STRIDE * iw)
-            layers.append(nn.ConvTranspose2d(c_in, c_out, _KERNEL, _STRIDE, _PADDING, output_padding=pad))
-            if i < len(channels) - 1:
-                layers.append(nn.ReLU())
-            c_in = c_out
-        super().__init__(nn.Sequential(*layers), (latent_dim,), output_shape)
-
-    def set_output_bias(self, value: torch.Tensor) -> None:
-        """Set the last layer's bias from ``value: [C, H, W]``; a conv has one bias per channel: its mean."""
-        with torch.no_grad():
-            self.body[-1].bias.copy_(value.mean(dim=(-2, -1)))
+def mlp_decoder(latent_dim: int, hidden: tuple[int, ...], output_shape: tuple[int, ...], condition_dim: int = 0) -> Decoder:
+    """z (and the condition) -> hidden ReLU layers -> the data shape (mirror of the encoder)."""
+    head = _mlp([latent_dim + condition_dim, *reversed(hidden), math.prod(output_shape)])
+    return Decoder(head, nn.Identity(), latent_dim, output_shape)
 
 
-def build_networks(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
-    """The encoder and decoder networks named by ``config.arch``, sized for ``config.input_shape``."""
+def _check_conv_depth(input_shape: tuple[int, ...], channels: tuple[int, ...]) -> list[tuple[int, int]]:
+    _, h, w = input_shape
+    sizes = conv_feature_sizes(h, w, len(channels))
+    if min(sizes[-1]) < 1:
+        raise ConfigError(
+            "channels", f"{len(channels)} stride-2 convolutions are too many for {h}x{w} images; use fewer channels"
+        )
+    return sizes
+
+
+def conv_encoder(input_shape: tuple[int, ...], channels: tuple[int, ...], hidden: tuple[int, ...],
+                 out_features: int, condition_dim: int = 0) -> Encoder:
+    """x: [C, H, W] -> stride-2 convs (ReLU) -> flatten (append condition) -> dense layers."""
+    sizes = _check_conv_depth(input_shape, channels)
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip((input_shape[0], *channels[:-1]), channels):
+        layers += [nn.Conv2d(c_in, c_out, _KERNEL, _STRIDE, _PADDING), nn.ReLU()]
+    layers.append(nn.Flatten())
+    n_features = channels[-1] * sizes[-1][0] * sizes[-1][1]
+    return Encoder(nn.Sequential(*layers), input_shape, n_features, hidden, out_features, condition_dim)
+
+
+def conv_decoder(latent_dim: int, channels: tuple[int, ...], hidden: tuple[int, ...],
+                 output_shape: tuple[int, ...], condition_dim: int = 0) -> Decoder:
+    """z (and the condition) -> dense layers -> transposed convs back to exactly [C, H, W]."""
+    sizes = _check_conv_depth(output_shape, channels)
+    h0, w0 = sizes[-1]
+    head = nn.Sequential(*_mlp([latent_dim + condition_dim, *reversed(hidden), channels[-1] * h0 * w0]), nn.ReLU())
+    layers: list[nn.Module] = [nn.Unflatten(1, (channels[-1], h0, w0))]
+    targets = list(reversed(sizes[:-1]))  # sizes to reach, from the deepest layer up to (H, W)
+    c_outs = [*reversed(channels[:-1]), output_shape[0]]
+    c_in = channels[-1]
+    for i, (c_out, (th, tw)) in enumerate(zip(c_outs, targets)):
+        ih, iw = sizes[len(channels) - i]
+        # A transposed conv gives 2 * in; output_padding adds the row/column a floor division dropped.
+        pad = (th - _STRIDE * ih, tw - _STRIDE * iw)
+        layers.append(nn.ConvTranspose2d(c_in, c_out, _KERNEL, _STRIDE, _PADDING, output_padding=pad))
+        if i < len(channels) - 1:
+            layers.append(nn.ReLU())
+        c_in = c_out
+    return Decoder(head, nn.Sequential(*layers), latent_dim, output_shape)
+
+
+def build_encoder(config: ModelConfig, out_features: int, condition_dim: int = 0) -> Encoder:
+    """An encoder of ``config.arch`` reading x (and a condition vector): q(z|x, c), q(y|x), ..."""
     assert config.input_shape is not None, "input_shape is filled in from the data before building"
     shape = tuple(config.input_shape)
     if config.arch == "conv":
-        return (
-            ConvEncoder(shape, config.channels, config.hidden, config.latent_dim),
-            ConvDecoder(config.latent_dim, config.channels, config.hidden, shape),
-        )
-    return (
-        MLPEncoder(shape, config.hidden, config.latent_dim),
-        MLPDecoder(config.latent_dim, config.hidden, shape),
-    )
+        return conv_encoder(shape, config.channels, config.hidden, out_features, condition_dim)
+    return mlp_encoder(shape, config.hidden, out_features, condition_dim)
+
+
+def build_decoder(config: ModelConfig, condition_dim: int = 0) -> Decoder:
+    """The decoder of ``config.arch``: z (and a condition vector) to the parameters of p(x|z, c)."""
+    assert config.input_shape is not None, "input_shape is filled in from the data before building"
+    shape = tuple(config.input_shape)
+    if config.arch == "conv":
+        return conv_decoder(config.latent_dim, config.channels, config.hidden, shape, condition_dim)
+    return mlp_decoder(config.latent_dim, config.hidden, shape, condition_dim)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from vaelab.conditioning import check_condition, hide_covariates
 from vaelab.config import ConfigError, RunConfig
 from vaelab.datasets import Dataset, binarize_dataset, load_dataset
 
@@ -28,7 +29,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_data(config: RunConfig) -> Dataset:
-    """The run's dataset with its splits, binarised as configured (dynamic: val/test fixed, train raw)."""
+    """The run's dataset with its splits, binarised as configured (dynamic: val/test fixed, train raw),
+    and with the training covariates hidden as ``--labelled`` / ``--missing-frac`` ask."""
     data = config.data
     dataset = load_dataset(data.dataset, data_dir=data.data_dir, val_size=data.val_size, seed=data.data_seed)
     if data.binarize != "none" or config.model.likelihood != "gaussian":
@@ -40,4 +42,5 @@ def load_data(config: RunConfig) -> Dataset:
                 f"{data.binarize if setting == 'binarize' else config.model.likelihood} needs data in [0, 1], "
                 f"but {data.dataset} ranges over [{lo:.3g}, {hi:.3g}]; use --likelihood gaussian",
             )
-    return binarize_dataset(dataset, data.binarize, seed=data.data_seed)
+    check_condition(config, dataset)
+    return hide_covariates(config, binarize_dataset(dataset, data.binarize, seed=data.data_seed))

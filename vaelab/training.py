@@ -18,7 +18,8 @@ import logging
 import math
 import os
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,15 @@ import torch
 from tqdm.auto import tqdm
 
 from vaelab import rundir
-from vaelab.config import RunConfig, read_config
-from vaelab.datasets import binarize
+from vaelab.conditioning import condition_of, covariate_statistics, model_settings
+from vaelab.config import ConfigError, RunConfig, TrainConfig, read_config
+from vaelab.datasets import Dataset, Split, binarize
 from vaelab.errors import VaelabError
 from vaelab.evaluation import elbo_averages
 from vaelab.model import VAE
-from vaelab.objectives import elbo_sums
+from vaelab.objectives import BatchSums, Objective, objective_sums
 from vaelab.pipeline import load_data, resolve_device
+from vaelab.semi_supervised import covariate_sums, label_sums
 from vaelab.views import image_grid, loss_curve_figure, reconstruction_grid, save_figure, save_image
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 RESUMABLE_SETTINGS = ("epochs", "device")  # what may change when a run is resumed
 EVAL_SEED = 1234  # fixed z-noise for validation/test ELBOs, so epochs are compared on equal terms
 PICTURE_SEED = 0
+DEFAULT_ALPHA = 0.1  # M2 classification weight: Kingma et al. 2014's alpha = 0.1 N (semi_supervised.py)
 POSTFIX_EVERY = 50  # batches between updates of the running loss shown on the progress bar
 
 
@@ -81,6 +85,35 @@ def _build_model(config: RunConfig, device: torch.device) -> VAE:
     return model.to(device)
 
 
+def _check_objective(config: RunConfig) -> None:
+    """Bounds with inferred covariates are ELBO-based (``semi_supervised.py``): no IWAE, no free bits."""
+    if config.model.infer_missing and (config.train.objective == "iwae" or config.train.free_bits > 0):
+        setting = "objective" if config.train.objective == "iwae" else "free_bits"
+        raise ConfigError(setting, "is not available when covariates are missing (the M2 / missing-covariate bound is ELBO-based)")
+
+
+def _split_on(split: Split, condition: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A split's data and condition tensors on ``device``."""
+    c = condition_of(condition, split)
+    return split.x.to(device), None if c is None else c.to(device)
+
+
+def _training_data(config: RunConfig, dataset: Dataset, device: torch.device) -> TrainingData:
+    x, c = _split_on(dataset.train, config.model.condition, device)
+    label_weight = 0.0
+    if config.model.infer_missing and config.model.condition == "label":
+        assert c is not None
+        n_labelled = int((c >= 0).sum())
+        if n_labelled == 0:
+            raise ConfigError("labelled", f"no training example of {config.data.dataset} keeps its label")
+        alpha = DEFAULT_ALPHA if config.train.alpha is None else config.train.alpha
+        label_weight = alpha * x.shape[0] / n_labelled
+    return TrainingData(
+        x=x, c=c, condition=config.model.condition, infer_missing=config.model.infer_missing,
+        dynamic_binarize=config.data.binarize == "dynamic", label_weight=label_weight,
+    )
+
+
 def _warn_about_likelihood(config: RunConfig) -> None:
     if config.model.likelihood == "bernoulli" and config.data.binarize == "none":
         log.warning(
@@ -89,48 +122,109 @@ def _warn_about_likelihood(config: RunConfig) -> None:
         )
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """The training split on the device, and how one step turns a batch of it into a loss."""
+
+    x: torch.Tensor  # [N, ...]
+    c: torch.Tensor | None  # the condition of each example (labels [N], covariates [N, K]) or None
+    condition: str  # none | label | covariates (ModelConfig.condition)
+    infer_missing: bool  # missing covariates are inferred (M2 / q(c_missing|x, c_observed))
+    dynamic_binarize: bool
+    label_weight: float  # M2: weight of -log q(y|x) per labelled example
+
+    def noise_dim(self, model: VAE) -> int:
+        """Standard normals per example and importance sample: z, plus the covariates q(c|x) draws."""
+        extra = self.c.shape[1] if self.infer_missing and self.condition == "covariates" else 0
+        return model.latent_dim + extra
+
+    def batch_sums(self, model: VAE, x: torch.Tensor, c: torch.Tensor | None, eps: torch.Tensor, objective: Objective) -> BatchSums:
+        if self.infer_missing and self.condition == "label":
+            return label_sums(model, x, c, eps, objective, self.label_weight)
+        if self.infer_missing:
+            return covariate_sums(model, x, c, eps, objective)
+        return objective_sums(model, x, model.condition_vector(c), eps, objective)
+
+
+def objective_schedule(config: TrainConfig) -> Callable[[float], Objective]:
+    """The objective at a point of training (in epochs, fractional): the KL weight warms up linearly."""
+    beta = config.beta if config.objective == "beta" else 1.0
+    samples = config.iwae_samples if config.objective == "iwae" else 1
+
+    def at(epochs_done: float) -> Objective:
+        warm = 1.0 if config.warmup_epochs == 0 else min(1.0, epochs_done / config.warmup_epochs)
+        return Objective(config.objective, beta * warm, config.free_bits, samples)
+
+    return at
+
+
 def train_epoch(
     model: VAE,
     optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
+    data: TrainingData,
     batch_size: int,
     generator: torch.Generator,
-    dynamic_binarize: bool,
+    objective_at: Callable[[float], Objective],
+    epoch: int,
     grad_clip: float | None,
     bar: tqdm,
 ) -> dict[str, float]:
-    """One pass over ``x: [N, ...]`` in a fresh random order; returns mean loss/rec/kl per example."""
+    """Epoch number ``epoch`` (1-based) over ``data`` in a fresh random order.
+
+    Returns the mean per example of the minimised ``objective`` and of the plain ELBO terms.
+    """
     model.train()
+    x = data.x
     n = x.shape[0]
     order = torch.randperm(n, generator=generator, device=x.device)
-    totals = torch.zeros(3, device=x.device)  # sums of loss, rec, kl: read rarely, so few device syncs
+    noise_dim = data.noise_dim(model)
+    totals = torch.zeros(4, device=x.device)  # objective, loss, rec, kl: read rarely, so few device syncs
+    steps = math.ceil(n / batch_size)
     for step, start in enumerate(range(0, n, batch_size)):
-        batch = x[order[start : start + batch_size]]
-        if dynamic_binarize:
+        rows = order[start : start + batch_size]
+        batch = x[rows]
+        if data.dynamic_binarize:
             batch = binarize(batch, generator)
-        rec, kl = elbo_sums(model, batch, generator)
+        objective = objective_at(epoch - 1 + step / steps)
+        eps = torch.randn(objective.noise_shape(batch.shape[0], noise_dim), generator=generator, device=x.device)
+        sums = data.batch_sums(model, batch, None if data.c is None else data.c[rows], eps, objective)
         optimizer.zero_grad(set_to_none=True)
-        ((rec + kl) / batch.shape[0]).backward()
+        (sums.objective / batch.shape[0]).backward()
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         with torch.no_grad():
-            totals += torch.stack((rec + kl, rec, kl))
+            totals += torch.stack((sums.objective, sums.rec + sums.kl, sums.rec, sums.kl))
         bar.update(batch.shape[0])
         if step % POSTFIX_EVERY == POSTFIX_EVERY - 1:  # an occasional read keeps the loop free of syncs
-            bar.set_postfix(loss=f"{totals[0].item() / (start + batch.shape[0]):.2f}", refresh=False)
-    loss, rec, kl = (totals / n).tolist()
-    return {"loss": loss, "rec": rec, "kl": kl}
+            bar.set_postfix(loss=f"{totals[1].item() / (start + batch.shape[0]):.2f}", refresh=False)
+    objective_mean, loss, rec, kl = (totals / n).tolist()
+    return {"objective": objective_mean, "loss": loss, "rec": rec, "kl": kl}
 
 
-def _write_pictures(run_dir: Path, model: VAE, metrics: list[dict[str, Any]], test_x: torch.Tensor) -> None:
+def picture_conditions(model: VAE, n: int, test_c: torch.Tensor | None) -> torch.Tensor | None:
+    """Conditions for a picture of n samples: every class in turn (one column per class), or the
+    covariates of the first test examples; None for an unconditional model."""
+    if model.config.condition == "label":
+        return torch.arange(n, device=model.prior_loc.device) % model.condition_dim
+    if model.config.condition == "covariates":
+        assert test_c is not None
+        return test_c[torch.arange(n, device=test_c.device) % test_c.shape[0]]
+    return None
+
+
+def _write_pictures(run_dir: Path, model: VAE, metrics: list[dict[str, Any]], test_x: torch.Tensor,
+                    test_c: torch.Tensor | None) -> None:
     model.eval()
     device = next(model.parameters()).device
-    samples = model.sample(64, generator=_seeded_generator(PICTURE_SEED, device))
+    n = 8 * model.condition_dim if model.config.condition == "label" and model.condition_dim <= 16 else 64
+    samples = model.sample(n, generator=_seeded_generator(PICTURE_SEED, device), c=picture_conditions(model, n, test_c))
     if samples.dim() == 4:  # pictures need images; tabular runs get only the curve
-        save_image(image_grid(samples.clamp(0, 1).cpu()), run_dir / rundir.SAMPLES)
+        columns = model.condition_dim if model.config.condition == "label" and model.condition_dim <= 16 else None
+        save_image(image_grid(samples.clamp(0, 1).cpu(), nrow=columns), run_dir / rundir.SAMPLES)
         inputs = test_x[:32]
-        save_image(reconstruction_grid(inputs.cpu(), model.reconstruct(inputs).clamp(0, 1).cpu()), run_dir / rundir.RECONSTRUCTIONS)
+        c = None if test_c is None else test_c[:32]
+        save_image(reconstruction_grid(inputs.cpu(), model.reconstruct(inputs, c).clamp(0, 1).cpu()), run_dir / rundir.RECONSTRUCTIONS)
     if metrics:
         save_figure(loss_curve_figure(metrics), run_dir / rundir.LOSS_CURVE)
 
@@ -171,12 +265,14 @@ def train(
 
     device = resolve_device(config.train.device)
     dataset = load_data(config)
-    config = replace(config, model=replace(config.model, input_shape=dataset.shape))
+    config = replace(config, model=replace(config.model, input_shape=dataset.shape, **model_settings(config, dataset)))
+    _check_objective(config)
     _warn_about_likelihood(config)
     if dataset.train.x.shape[0] == 0:
         raise VaelabError(f"{config.data.dataset}: the training split is empty")
 
     model = _build_model(config, device)
+    condition = config.model.condition
     optimizer = make_optimizer(model, config.train.lr)
     generator = _seeded_generator(config.train.seed, device)
     metrics: list[dict[str, Any]] = []
@@ -190,16 +286,21 @@ def train(
         start_epoch = state.epoch
     else:
         model.initialise_output_bias(dataset.train.x.mean(0))
+        if condition == "covariates":
+            mean, std = covariate_statistics(dataset.train.c)
+            model.covariate_mean.copy_(mean)
+            model.covariate_std.copy_(std)
         run_dir = _new_run_dir(out, config)
         start_epoch = 0
     rundir.save_config(run_dir, config)
     log.info("run directory: %s", run_dir)
 
-    x_train = dataset.train.x.to(device)
-    x_val = dataset.val.x.to(device)
-    x_test = dataset.test.x.to(device)
     train_cfg = config.train
-    n = x_train.shape[0]
+    data = _training_data(config, dataset, device)
+    val_x, val_c = _split_on(dataset.val, condition, device)
+    test_x, test_c = _split_on(dataset.test, condition, device)
+    objective_at = objective_schedule(train_cfg)
+    n = data.x.shape[0]
     stopped_early = False
     bar = tqdm(
         total=train_cfg.epochs * n, initial=start_epoch * n, unit="ex", unit_scale=True,
@@ -210,13 +311,12 @@ def train(
             bar.set_description(f"epoch {epoch}/{train_cfg.epochs}")
             started = time.perf_counter()
             train_terms = train_epoch(
-                model, optimizer, x_train, train_cfg.batch_size, generator,
-                config.data.binarize == "dynamic", train_cfg.grad_clip, bar,
+                model, optimizer, data, train_cfg.batch_size, generator, objective_at, epoch, train_cfg.grad_clip, bar,
             )
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - started
-            val_terms = elbo_averages(model, x_val, train_cfg.batch_size, _seeded_generator(EVAL_SEED, device))
+            val_terms = elbo_averages(model, val_x, train_cfg.batch_size, _seeded_generator(EVAL_SEED, device), val_c)
             record = {"epoch": epoch, **{f"train_{k}": v for k, v in train_terms.items()},
                       **{f"val_{k}": v for k, v in val_terms.items()}, "seconds": seconds}
             if not all(math.isfinite(v) for v in (*train_terms.values(), *val_terms.values())):
@@ -250,7 +350,7 @@ def train(
         bar.close()
         log.warning("interrupted; resume with: vaelab train --resume %s", run_dir)
         with contextlib.suppress(Exception):
-            _write_pictures(run_dir, model, metrics, x_test)
+            _write_pictures(run_dir, model, metrics, test_x, test_c)
         raise
     finally:
         bar.close()
@@ -258,16 +358,16 @@ def train(
     if best_model is not None:
         model.load_state_dict(best_model)
         rundir.save_model(run_dir, model)
-    test_terms = elbo_averages(model, x_test, train_cfg.batch_size, _seeded_generator(EVAL_SEED, device))
+    test_terms = elbo_averages(model, test_x, train_cfg.batch_size, _seeded_generator(EVAL_SEED, device), test_c)
     summary = {
         "epochs": metrics[-1]["epoch"],
         "best_epoch": best_epoch,
         "stopped_early": stopped_early,
         **{f"test_{k}": v for k, v in test_terms.items()},
-        "n_test": int(x_test.shape[0]),
+        "n_test": int(test_x.shape[0]),
     }
     rundir.save_summary(run_dir, summary)
-    _write_pictures(run_dir, model, metrics, x_test)
+    _write_pictures(run_dir, model, metrics, test_x, test_c)
     log.info("test -ELBO %.2f nats/example (rec %.2f, KL %.2f)", summary["test_loss"], summary["test_rec"], summary["test_kl"])
     model.eval()
     return rundir.Run(model=model, config=config, path=run_dir, metrics=metrics)

@@ -1,0 +1,118 @@
+"""What a conditional model is conditioned on, taken from the data: labels or continuous covariates.
+
+One place decides, for a run's configuration and dataset, which tensor is the condition c of each
+split (``Split.y`` for ``condition="label"``, ``Split.c`` for ``"covariates"``), which covariates the
+training split hides (``--labelled N`` keeps a class-balanced subset of labels, ``--missing-frac p``
+hides a random fraction), and what the model config must record (class or covariate names, whether
+missing covariates are inferred). Hidden labels are -1 and hidden covariates NaN; validation and test
+keep every value, so that evaluation and imputation can be scored against the truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from vaelab.config import ConfigError, RunConfig
+from vaelab.datasets import Dataset, Split
+
+HIDE_SEED_OFFSET = 7919  # hiding draws its own stream from data_seed, independent of the split
+
+
+def condition_of(condition: str, split: Split) -> torch.Tensor | None:
+    """The tensor passed as ``c`` for ``split``: labels ``[N]``, covariates ``[N, K]`` or None."""
+    if condition == "label":
+        return split.y
+    if condition == "covariates":
+        return split.c
+    return None
+
+
+def check_condition(config: RunConfig, dataset: Dataset) -> None:
+    """One-line errors when the data cannot support the configured condition or hiding."""
+    condition, data = config.model.condition, config.data
+    if condition == "label" and dataset.train.y is None:
+        raise ConfigError("condition", f"label needs labelled data, but {data.dataset} has no labels")
+    if condition == "covariates" and dataset.train.c is None:
+        raise ConfigError(
+            "condition",
+            f"covariates needs continuous covariates (an .npz with c, or numeric class folders), "
+            f"but {data.dataset} has none",
+        )
+    if condition == "none" and (data.labelled is not None or data.missing_frac is not None):
+        setting = "labelled" if data.labelled is not None else "missing_frac"
+        raise ConfigError(setting, "hides covariates of a conditional model: add --condition label or covariates")
+    if data.labelled is not None and condition != "label":
+        raise ConfigError("labelled", "applies to --condition label")
+
+
+def _hide_labels(y: torch.Tensor, n_classes: int, labelled: int | None, missing_frac: float | None,
+                 rng: np.random.Generator) -> torch.Tensor:
+    n = y.shape[0]
+    keep = np.zeros(n, dtype=bool)
+    if labelled is not None:
+        if labelled > n:
+            raise ConfigError("labelled", f"must be at most the {n} training examples, got {labelled}")
+        labels = y.numpy()
+        per_class = [rng.permutation(np.flatnonzero(labels == k)) for k in range(n_classes)]
+        # Round-robin over classes: N // K of each, the remainder to the first classes that have more.
+        taken = [0] * n_classes
+        while sum(taken) < labelled:
+            for k in range(n_classes):
+                if taken[k] < len(per_class[k]) and sum(taken) < labelled:
+                    keep[per_class[k][taken[k]]] = True
+                    taken[k] += 1
+    else:
+        keep = rng.random(n) >= (missing_frac or 0.0)
+    return torch.where(torch.from_numpy(keep), y, torch.full_like(y, -1))
+
+
+def hide_covariates(config: RunConfig, dataset: Dataset) -> Dataset:
+    """The dataset with the training covariates hidden as ``--labelled`` / ``--missing-frac`` ask."""
+    data, condition = config.data, config.model.condition
+    if data.labelled is None and not data.missing_frac:
+        return dataset
+    rng = np.random.default_rng([data.data_seed, HIDE_SEED_OFFSET])
+    train = dataset.train
+    if condition == "label":
+        assert train.y is not None and dataset.classes is not None
+        train = replace(train, y=_hide_labels(train.y, len(dataset.classes), data.labelled, data.missing_frac, rng))
+    else:
+        assert train.c is not None
+        hidden = torch.from_numpy(rng.random(tuple(train.c.shape)) < data.missing_frac)
+        train = replace(train, c=train.c.masked_fill(hidden, float("nan")))
+    return replace(dataset, train=train)
+
+
+def is_missing(condition: str, split: Split) -> torch.Tensor | None:
+    """``[N]`` bool: which examples of ``split`` miss (part of) their condition; None if unconditional."""
+    c = condition_of(condition, split)
+    if c is None:
+        return None
+    return c < 0 if condition == "label" else torch.isnan(c).any(-1)
+
+
+def model_settings(config: RunConfig, dataset: Dataset) -> dict:
+    """The model-config fields that come from the (already hidden) data: names, and whether to infer c."""
+    condition = config.model.condition
+    if condition == "none":
+        return {"class_names": None, "covariate_names": None, "infer_missing": False}
+    missing = is_missing(condition, dataset.train)
+    assert missing is not None
+    infer = bool(missing.any())
+    if condition == "label":
+        return {"class_names": dataset.classes, "covariate_names": None, "infer_missing": infer}
+    return {"class_names": None, "covariate_names": dataset.covariate_names, "infer_missing": infer}
+
+
+def covariate_statistics(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of each column of ``c: [N, K]`` over its observed (non-NaN) values."""
+    observed = ~torch.isnan(c)
+    counts = observed.sum(0).clamp(min=1)
+    values = torch.nan_to_num(c)
+    mean = values.sum(0) / counts
+    var = ((values - mean).square() * observed).sum(0) / (counts - 1).clamp(min=1)
+    std = var.sqrt()
+    return mean, torch.where(std > 0, std, torch.ones_like(std))
