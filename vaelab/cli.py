@@ -58,6 +58,8 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     data.add_argument("--data-dir", help="folder holding <name>/ sub-folders, searched first for named datasets")
     data.add_argument("--binarize", choices=("none", "static", "dynamic"), help=f"binarise pixels (default: {d.binarize})")
     data.add_argument("--val-size", type=int, help="validation examples carved from the training data")
+    data.add_argument("--labelled", type=int, metavar="N", help="keep the labels of only N training examples, class-balanced (M2)")
+    data.add_argument("--missing-frac", type=float, metavar="P", help="hide this fraction of the training labels or covariates")
     model = p.add_argument_group("model")
     model.add_argument("--arch", choices=("mlp", "conv"), help=f"network type (default: {m.arch})")
     model.add_argument("--hidden", type=int, nargs="+", metavar="WIDTH", help=f"hidden layer widths (default: {' '.join(map(str, m.hidden))})")
@@ -65,6 +67,8 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--latent-dim", type=int, help=f"dimensions of z (default: {m.latent_dim})")
     model.add_argument("--likelihood", choices=("bernoulli", "gaussian", "cbernoulli"), help=f"p(x|z) (default: {m.likelihood})")
     model.add_argument("--gaussian-scale", type=float, help="fixed sigma of the gaussian likelihood (default: learned)")
+    model.add_argument("--condition", choices=("none", "label", "covariates"),
+                       help=f"condition encoder and decoder on the class label or on continuous covariates (default: {m.condition})")
     opt = p.add_argument_group("training")
     opt.add_argument("--epochs", type=int, help=f"passes over the training set (default: {t.epochs})")
     opt.add_argument("--batch-size", type=int, help=f"examples per step (default: {t.batch_size})")
@@ -72,6 +76,12 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     opt.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
     opt.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after this many epochs without validation improvement")
     opt.add_argument("--seed", type=int, help=f"random seed (default: {t.seed})")
+    opt.add_argument("--objective", choices=("elbo", "beta", "iwae"), help=f"what to maximise (default: {t.objective})")
+    opt.add_argument("--beta", type=float, help=f"KL weight of --objective beta (default: {t.beta})")
+    opt.add_argument("--warmup-epochs", type=float, metavar="E", help="raise the KL weight linearly from 0 over E epochs")
+    opt.add_argument("--free-bits", type=float, metavar="NATS", help="do not penalise a latent dimension's batch-mean KL below NATS")
+    opt.add_argument("--iwae-samples", type=int, metavar="K", help=f"importance samples of --objective iwae (default: {t.iwae_samples})")
+    opt.add_argument("--alpha", type=float, help="M2 classification weight (default: 0.1, Kingma et al.'s alpha = 0.1 N)")
     opt.add_argument("--device", help=f"auto, cpu, cuda, cuda:N or mps (default: {t.device})")
     run = p.add_argument_group("run")
     run.add_argument("--config", type=Path, help="JSON file with data/model/train sections (flags override it)")
@@ -84,7 +94,8 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
 SETTINGS = (
     "dataset", "data_dir", "binarize", "val_size", "arch", "hidden", "channels", "latent_dim",
     "likelihood", "gaussian_scale", "epochs", "batch_size", "lr", "grad_clip", "early_stopping",
-    "seed", "device",
+    "seed", "device", "labelled", "missing_frac", "condition", "objective", "beta", "warmup_epochs",
+    "free_bits", "iwae_samples", "alpha",
 )
 
 
@@ -111,12 +122,17 @@ def _add_sample_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--prior", default="standard", metavar="standard|gmm:K",
                    help="draw z from N(0, I) (standard, the default) or from a K-component Gaussian mixture "
                    "fitted to the encoded training set, cached in RUN (gmm:10; Ghosh et al. 2020)")
+    p.add_argument("--label", type=int, help="label-conditional models: generate this class")
+    p.add_argument("--grid", action="store_true", help="label-conditional models: one column per class")
+    p.add_argument("--covariate", action="append", default=[], metavar="NAME=VALUE",
+                   help="covariate models: set a covariate (repeatable; others at their training mean)")
     p.set_defaults(handler=_sample)
 
 
 def _sample(args: argparse.Namespace) -> None:
     import torch
 
+    from vaelab.conditioning import parse_covariate_values, sample_conditions
     from vaelab.latent_prior import decode_latents, parse_prior, sample_latents
     from vaelab.pipeline import resolve_device
     from vaelab.rundir import load
@@ -128,10 +144,13 @@ def _sample(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     run = load(args.run, device=device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    samples = decode_latents(run, sample_latents(run, args.prior, args.n, generator))
+    covariates = parse_covariate_values(args.covariate, run.config.model.covariate_names or ())
+    c, nrow = sample_conditions(run.model, args.n, label=args.label, grid=args.grid, covariates=covariates, generator=generator)
+    n = args.n if c is None else c.shape[0]
+    samples = decode_latents(run, sample_latents(run, args.prior, n, generator), c)
     if samples.dim() != 4:
         raise VaelabError(f"{args.run}: the model is not an image model (data shape {list(samples.shape[1:])})")
-    save_image(image_grid(samples.clamp(0, 1).cpu()), args.out)
+    save_image(image_grid(samples.clamp(0, 1).cpu(), nrow=nrow), args.out)
     print(args.out)
 
 
@@ -146,6 +165,9 @@ def _add_reconstruct_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
+    import torch
+
+    from vaelab.conditioning import condition_of
     from vaelab.pipeline import load_data, resolve_device
     from vaelab.rundir import load
     from vaelab.views import reconstruction_grid, save_image
@@ -154,10 +176,15 @@ def _reconstruct(args: argparse.Namespace) -> None:
         raise VaelabError(f"-n: must be >= 1, got {args.n}")
     device = resolve_device(args.device)
     run = load(args.run, device=device)
-    x = getattr(load_data(run.config), args.split).x[: args.n].to(device)
+    split = getattr(load_data(run.config), args.split)
+    x = split.x[: args.n].to(device)
     if x.dim() != 4:
         raise VaelabError(f"{args.run}: the data are not images (shape {list(x.shape[1:])})")
-    save_image(reconstruction_grid(x.cpu(), run.model.reconstruct(x).clamp(0, 1).cpu()), args.out)
+    c = condition_of(run.config.model.condition, split)
+    c = None if c is None else c[: args.n].to(device)
+    if c is not None and bool(torch.isnan(c).any() if c.is_floating_point() else (c < 0).any()):
+        raise VaelabError(f"--split {args.split}: some covariates are hidden there; reconstruct the val or test split")
+    save_image(reconstruction_grid(x.cpu(), run.model.reconstruct(x, c).clamp(0, 1).cpu()), args.out)
     print(args.out)
 
 
@@ -292,6 +319,122 @@ def _datasets(args: argparse.Namespace) -> None:
     print("any other --dataset is a path: a folder of images (class sub-folders = labels) or an .npz file")
 
 
+def _add_plot_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "plot",
+        help="plots of the latent space, the decoder and the KL per dimension",
+        description="Write RUN/plots/<kind>.png. Kinds: curves (training curves), latent (test posterior "
+        "means by label), manifold (decoder over a 2-D latent grid), interpolation (linear and slerp), "
+        "traversal (most active dimensions), kl (KL per dimension, active units); all = every kind the "
+        "run can have (image kinds need image data, manifold a 2-D latent).",
+        epilog="Example: vaelab plot runs/fmnist --kind latent --method tsne",
+    )
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory")
+    p.add_argument("--kind", action="append", metavar="KIND",
+                   help="all, curves, latent, manifold, interpolation, traversal or kl; repeatable (default: all)")
+    p.add_argument("--method", default="pca", help="latent projection for latent_dim > 2: pca, tsne or umap (default: pca)")
+    p.add_argument("--limit", type=int, default=5000, metavar="N", help="test examples in the latent scatter (default: 5000)")
+    p.add_argument("--label", type=int, default=0, help="class drawn by manifold and traversal of a label-conditional model (default: 0)")
+    _add_device_flag(p)
+    p.set_defaults(handler=_plot)
+
+
+def _plot(args: argparse.Namespace) -> None:
+    from vaelab.plots import write_run_plots
+
+    for path in write_run_plots(args.run, args.kind or ["all"], device=args.device, limit=args.limit,
+                                method=args.method, label=args.label):
+        print(path)
+
+
+def _add_report_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "report",
+        help="write RUN/report.html: config, metrics, evaluations and every picture, in one file",
+        description="Write a self-contained HTML report (images embedded, no scripts or external links) "
+        "of a run directory. Plots missing from RUN/plots/ are drawn first unless --no-plots.",
+    )
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory")
+    p.add_argument("--open", action="store_true", help="open the report in a web browser")
+    p.add_argument("--no-plots", action="store_true", help="do not draw missing plots, report what is there")
+    _add_device_flag(p)
+    p.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace) -> None:
+    import webbrowser
+
+    from vaelab.plots import write_run_plots
+    from vaelab.report import write_report
+
+    if not args.no_plots:
+        write_run_plots(args.run, device=args.device, missing_only=True)
+    path = write_report(args.run)
+    print(path)
+    if args.open:
+        webbrowser.open(path.resolve().as_uri())
+
+
+def _add_explore_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "explore",
+        help="explore the latent space in a local web page",
+        description="Serve a web page with a slider per latent dimension (most active first), the latent "
+        "map of the test set (click to decode), a label selector for label-conditional models, and "
+        "'encode this image'. Needs an image model. Ctrl-C stops the server.",
+    )
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port, 0 for any free one (default: 8000)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    _add_device_flag(p)
+    p.set_defaults(handler=_explore)
+
+
+def _explore(args: argparse.Namespace) -> None:
+    from vaelab.explore import serve
+
+    if not 0 <= args.port <= 65535:
+        raise VaelabError(f"--port: must be in 0..65535, got {args.port}")
+    serve(args.run, host=args.host, port=args.port, device=args.device, open_browser=not args.no_browser)
+
+
+def _add_impute_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "impute",
+        help="fill missing labels or covariates with the model, scored against the held-back truth",
+        description="Impute with q(y|x) (labels) or q(c_missing|x, c_observed) (covariates) of a model trained "
+        "with --labelled/--missing-frac. On train: the values hidden during training; on val/test: a fraction "
+        "--hide-frac hidden now. Prints accuracy or RMSE beside a baseline that ignores x; saves "
+        "RUN/imputation-<split>.json.",
+    )
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test", help="data split (default: test)")
+    p.add_argument("--hide-frac", type=float, default=1.0, help="val/test: fraction of covariates to hide and impute (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="seeds which val/test covariates are hidden (default: 0)")
+    p.add_argument("--out", type=Path, help="also write an .npz with index, imputed, truth and was_missing")
+    _add_device_flag(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    p.set_defaults(handler=_impute)
+
+
+def _impute(args: argparse.Namespace) -> None:
+    import json
+
+    from vaelab.imputation import impute_run
+
+    report = impute_run(args.run, args.split, hide_frac=args.hide_frac, seed=args.seed, device=args.device, out=args.out)
+    if args.json:
+        print(json.dumps(report))
+    elif report["kind"] == "label":
+        print(f"{report['split']}: {report['n_missing']} missing labels imputed by q(y|x): accuracy "
+              f"{report['accuracy']:.4f} (baseline, {report['baseline']}: {report['baseline_accuracy']:.4f})")
+    else:
+        for name, figures in report["covariates"].items():
+            print(f"{report['split']}: {name}: {figures['n_missing']} missing, RMSE {figures['rmse']:.4g} "
+                  f"(baseline, training mean: {figures['baseline_rmse']:.4g}), R^2 {figures['r2']:.3f}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vaelab",
@@ -306,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_parser(commands)
     _add_quality_parser(commands)
     _add_datasets_parser(commands)
+    _add_explore_parser(commands)
+    _add_plot_parser(commands)
+    _add_report_parser(commands)
+    _add_impute_parser(commands)
     return parser
 
 
