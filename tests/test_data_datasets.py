@@ -339,7 +339,7 @@ def test_npz_tabular_float_kept_and_channels_first(tmp_path: Path) -> None:
             "y must be 5 integer labels",
         ),
         ({"x": np.zeros((5, 2, 2), np.uint8), "y": np.zeros(5, np.float32)}, "y must be"),
-        ({"x": np.zeros((5, 2, 2), np.uint8), "y": -np.ones(5, np.int64)}, "negative"),
+        ({"x": np.zeros((5, 2, 2), np.uint8), "y": -2 * np.ones(5, np.int64)}, "negative"),
     ],
 )
 def test_npz_errors_name_the_file(tmp_path: Path, arrays: dict, fragment: str) -> None:

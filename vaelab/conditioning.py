@@ -10,6 +10,7 @@ keep every value, so that evaluation and imputation can be scored against the tr
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -17,6 +18,8 @@ import torch
 
 from vaelab.config import ConfigError, RunConfig
 from vaelab.datasets import Dataset, Split
+from vaelab.errors import VaelabError
+from vaelab.model import VAE
 
 HIDE_SEED_OFFSET = 7919  # hiding draws its own stream from data_seed, independent of the split
 
@@ -116,3 +119,51 @@ def covariate_statistics(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     var = ((values - mean).square() * observed).sum(0) / (counts - 1).clamp(min=1)
     std = var.sqrt()
     return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+
+def parse_covariate_values(specs: list[str], names: tuple[str, ...]) -> dict[str, float]:
+    """``["angle=30", "scale=2"]`` -> {"angle": 30.0, "scale": 2.0}, checked against the model's names."""
+    values: dict[str, float] = {}
+    for spec in specs:
+        name, sep, raw = spec.partition("=")
+        if not sep or name not in names:
+            raise VaelabError(f"--covariate: expected NAME=VALUE with NAME one of {', '.join(names)}, got {spec!r}")
+        try:
+            values[name] = float(raw)
+        except ValueError:
+            raise VaelabError(f"--covariate: {name} needs a number, got {raw!r}") from None
+    return values
+
+
+def sample_conditions(
+    model: VAE, n: int, *, label: int | None = None, grid: bool = False, covariates: dict[str, float] | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor | None, int | None]:
+    """Conditions for n samples and the grid width that shows them best.
+
+    Label models: class ``label`` for every sample; with ``grid`` one column per class (n rounded
+    up to whole rows); otherwise classes drawn from the uniform p(y). Covariate models: the values
+    given, the training mean for the others. Unconditional models accept none of these.
+    """
+    condition = model.config.condition
+    device = model.prior_loc.device
+    if condition != "label" and (label is not None or grid):
+        raise VaelabError(f"--{'label' if label is not None else 'grid'}: the model is not conditioned on labels")
+    if condition != "covariates" and covariates:
+        raise VaelabError("--covariate: the model is not conditioned on continuous covariates")
+    if condition == "label":
+        classes = model.condition_dim
+        if label is not None:
+            if not 0 <= label < classes:
+                raise VaelabError(f"--label: must be a class index 0..{classes - 1}, got {label}")
+            return torch.full((n,), label, device=device), None
+        if grid:
+            return torch.arange(math.ceil(n / classes) * classes, device=device) % classes, classes
+        return torch.randint(classes, (n,), generator=generator, device=device), None
+    if condition == "covariates":
+        names = model.config.covariate_names or ()
+        row = model.covariate_mean.clone()
+        for name, value in (covariates or {}).items():
+            row[names.index(name)] = value
+        return row.expand(n, -1), None
+    return None, None

@@ -96,6 +96,8 @@ def fit_latent_gmm(run: Run, components: int, *, seed: int = 0, covariance: str 
     their clusters are correlated. The fit is float64 on the CPU; with a run directory it is read
     from, or written to, ``prior-gmm-<K>.safetensors``.
     """
+    if run.model.conditional:
+        raise VaelabError("--prior gmm:K fits p(z) of an unconditional model; this model is conditional (use --prior standard)")
     tags = path = None
     if run.path is not None:
         path = cache_path(run.path, components)
@@ -134,6 +136,6 @@ def sample_latents(run: Run, spec: str, n: int, generator: torch.Generator) -> t
 
 
 @torch.no_grad()
-def decode_latents(run: Run, z: torch.Tensor) -> torch.Tensor:
-    """Mean of p(x|z) for z: [n, latent_dim] -> [n, *input_shape], what a picture of samples shows."""
-    return run.model.decode(z).mean
+def decode_latents(run: Run, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of p(x|z, c) for z: [n, latent_dim] -> [n, *input_shape], what a picture of samples shows."""
+    return run.model.decode(z, c).mean

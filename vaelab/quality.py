@@ -55,6 +55,7 @@ from vaelab.datasets import Dataset, load_dataset
 from vaelab.datasets import cache_dir as vaelab_cache_dir
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes, atomic_write_json
+from vaelab.conditioning import sample_conditions
 from vaelab.latent_prior import decode_latents, parse_prior, sample_latents
 from vaelab.rundir import Run
 from vaelab.training import make_optimizer
@@ -306,11 +307,16 @@ def generate(run: Run, n: int, prior: str, generator: torch.Generator, batch_siz
     """Means of p(x|z) for ``n`` latents z from ``prior``, clamped to [0, 1]: ``[n, C, H, W]`` on the CPU.
 
     ``prior`` is a spec of :func:`vaelab.latent_prior.sample_latents`: ``standard`` (the model's
-    N(0, I)) or ``gmm:K`` (a mixture fitted to the encoded training set).
+    N(0, I)) or ``gmm:K`` (a mixture fitted to the encoded training set). A label-conditional model
+    draws its classes from the uniform p(y); a covariate model decodes at the training mean.
     """
     run.model.eval()
     z = sample_latents(run, prior, n, generator)  # [n, latent_dim]
-    return torch.cat([decode_latents(run, z[i : i + batch_size]).clamp(0, 1).cpu() for i in range(0, n, batch_size)])
+    c, _ = sample_conditions(run.model, n, generator=generator)
+    return torch.cat([
+        decode_latents(run, z[i : i + batch_size], None if c is None else c[i : i + batch_size]).clamp(0, 1).cpu()
+        for i in range(0, n, batch_size)
+    ])
 
 
 def quality(

@@ -28,6 +28,11 @@ Ramchandran et al. place a Gaussian-process prior over z across related examples
 data); vaelab's examples are independent, so its prior on z is N(0, I), and it bounds log p(x|c_o)
 rather than log p(x, c_o) (they differ by log p(c_o), which has no parameters to train).
 
+The bound alone trains q(c_m|x, c_o) only through the decoder's use of c, which is weak when z can
+carry the same information. As M2 does for labels, vaelab adds alpha * N K / N_observed times
+-log q(c_j|x) for every observed entry (q reading x with every covariate masked), so that the
+observed values teach q to predict the missing ones; ``--alpha 0`` gives the bound alone.
+
 KL warm-up and beta weight the z-KL exactly as in ``objectives.py``; free bits and the IWAE bound
 are not defined for these bounds (the config refuses them).
 """
@@ -101,10 +106,15 @@ def label_sums(
     return BatchSums(total, rec_total, kl_total)
 
 
-def covariate_sums(model: VAE, x: torch.Tensor, c: torch.Tensor, eps: torch.Tensor, objective: Objective) -> BatchSums:
+def covariate_sums(
+    model: VAE, x: torch.Tensor, c: torch.Tensor, eps: torch.Tensor, objective: Objective, regression_weight: float = 0.0
+) -> BatchSums:
     """Batch totals of the bound on -log p(x|c_observed) for ``c: [B, K]`` (NaN = missing).
 
     ``eps: [1, B, D + K]``: the first D columns draw z, the last K the missing covariates.
+    ``regression_weight`` multiplies -log q(c_j|x) of every observed entry, with q reading x alone
+    (every covariate masked): the counterpart of M2's classification term, which trains q on the
+    values that are known to predict those that are not.
     """
     latent_dim = model.latent_dim
     eps_z, eps_c = eps[0, :, :latent_dim], eps[0, :, latent_dim:]
@@ -115,4 +125,9 @@ def covariate_sums(model: VAE, x: torch.Tensor, c: torch.Tensor, eps: torch.Tens
     objective_z, rec, kl_z = elbo_per_example(model, x, completed, eps_z, objective.kl_weight)
     zero, one = torch.zeros_like(q_c.loc), torch.ones_like(q_c.loc)
     kl_c = (diagonal_gaussian_kl(q_c.loc, q_c.scale, zero, one) * missing).sum()
-    return BatchSums(objective_z.sum() + kl_c, rec.sum(), kl_z.sum() + kl_c)
+    total = objective_z.sum() + kl_c
+    if regression_weight > 0:
+        q_blind = model.covariate_posterior(x, torch.full_like(c, float("nan")))
+        log_q = q_blind.log_prob(observed_standard)
+        total = total - regression_weight * (log_q * ~missing).sum()
+    return BatchSums(total, rec.sum(), kl_z.sum() + kl_c)

@@ -101,13 +101,14 @@ def _split_on(split: Split, condition: str, device: torch.device) -> tuple[torch
 def _training_data(config: RunConfig, dataset: Dataset, device: torch.device) -> TrainingData:
     x, c = _split_on(dataset.train, config.model.condition, device)
     label_weight = 0.0
-    if config.model.infer_missing and config.model.condition == "label":
+    if config.model.infer_missing:
         assert c is not None
-        n_labelled = int((c >= 0).sum())
-        if n_labelled == 0:
-            raise ConfigError("labelled", f"no training example of {config.data.dataset} keeps its label")
+        observed = int((c >= 0).sum() if config.model.condition == "label" else (~torch.isnan(c)).sum())
+        if observed == 0:
+            setting = "labelled" if config.model.condition == "label" else "missing_frac"
+            raise ConfigError(setting, f"no training example of {config.data.dataset} keeps a covariate")
         alpha = DEFAULT_ALPHA if config.train.alpha is None else config.train.alpha
-        label_weight = alpha * x.shape[0] / n_labelled
+        label_weight = alpha * c.numel() / observed  # alpha N / N_labelled; N K / N_observed for covariates
     return TrainingData(
         x=x, c=c, condition=config.model.condition, infer_missing=config.model.infer_missing,
         dynamic_binarize=config.data.binarize == "dynamic", label_weight=label_weight,
@@ -131,7 +132,7 @@ class TrainingData:
     condition: str  # none | label | covariates (ModelConfig.condition)
     infer_missing: bool  # missing covariates are inferred (M2 / q(c_missing|x, c_observed))
     dynamic_binarize: bool
-    label_weight: float  # M2: weight of -log q(y|x) per labelled example
+    label_weight: float  # weight of -log q(y|x) per labelled example, or of -log q(c_j|x) per observed covariate
 
     def noise_dim(self, model: VAE) -> int:
         """Standard normals per example and importance sample: z, plus the covariates q(c|x) draws."""
@@ -142,7 +143,7 @@ class TrainingData:
         if self.infer_missing and self.condition == "label":
             return label_sums(model, x, c, eps, objective, self.label_weight)
         if self.infer_missing:
-            return covariate_sums(model, x, c, eps, objective)
+            return covariate_sums(model, x, c, eps, objective, self.label_weight)
         return objective_sums(model, x, model.condition_vector(c), eps, objective)
 
 
