@@ -88,6 +88,8 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--out", type=Path, help="new run directory (default: runs/<dataset>-<arch>-<time>)")
     run.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run (only --epochs and --device may change)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-plots", action="store_true", help="skip RUN/plots/ and RUN/report.html after training")
+    run.add_argument("--tensorboard", action="store_true", help="log scalars and pictures to RUN/tensorboard/ (needs tensorboard)")
     p.set_defaults(handler=_train)
 
 
@@ -106,10 +108,10 @@ def _train(args: argparse.Namespace) -> None:
     if args.resume is not None:
         if args.config is not None or args.out is not None:
             raise VaelabError("--resume continues a run in place; it cannot be combined with --config or --out")
-        train(resume=args.resume, progress=not args.no_progress, **settings)
+        train(resume=args.resume, progress=not args.no_progress, plots=not args.no_plots, tensorboard=args.tensorboard, **settings)
         return
     config = read_config(args.config) if args.config is not None else RunConfig()
-    train(config, out=args.out, progress=not args.no_progress, **settings)
+    train(config, out=args.out, progress=not args.no_progress, plots=not args.no_plots, tensorboard=args.tensorboard, **settings)
 
 
 def _add_sample_parser(commands: argparse._SubParsersAction) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from vaelab import rundir
@@ -37,6 +38,9 @@ from vaelab.model import VAE
 from vaelab.objectives import BatchSums, Objective, objective_sums
 from vaelab.pipeline import load_data, resolve_device
 from vaelab.semi_supervised import covariate_sums, label_sums
+from vaelab.plots import write_run_plots
+from vaelab.report import write_report
+from vaelab.tensorboard_log import TensorBoardLogger
 from vaelab.views import image_grid, loss_curve_figure, reconstruction_grid, save_figure, save_image
 
 log = logging.getLogger(__name__)
@@ -45,7 +49,8 @@ RESUMABLE_SETTINGS = ("epochs", "device")  # what may change when a run is resum
 EVAL_SEED = 1234  # fixed z-noise for validation/test ELBOs, so epochs are compared on equal terms
 PICTURE_SEED = 0
 DEFAULT_ALPHA = 0.1  # M2 classification weight: Kingma et al. 2014's alpha = 0.1 N (semi_supervised.py)
-POSTFIX_EVERY = 50  # batches between updates of the running loss shown on the progress bar
+POSTFIX_EVERY = 50
+TENSORBOARD_DIR = "tensorboard"  # batches between updates of the running loss shown on the progress bar
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -169,6 +174,7 @@ def train_epoch(
     epoch: int,
     grad_clip: float | None,
     bar: tqdm,
+    tensorboard: TensorBoardLogger | None = None,
 ) -> dict[str, float]:
     """Epoch number ``epoch`` (1-based) over ``data`` in a fresh random order.
 
@@ -199,6 +205,9 @@ def train_epoch(
         bar.update(batch.shape[0])
         if step % POSTFIX_EVERY == POSTFIX_EVERY - 1:  # an occasional read keeps the loop free of syncs
             bar.set_postfix(loss=f"{totals[1].item() / (start + batch.shape[0]):.2f}", refresh=False)
+            if tensorboard is not None:
+                b = batch.shape[0]
+                tensorboard.step((epoch - 1) * steps + step, {"loss": (sums.rec + sums.kl) / b, "rec": sums.rec / b, "kl": sums.kl / b})
     objective_mean, loss, rec, kl = (totals / n).tolist()
     return {"objective": objective_mean, "loss": loss, "rec": rec, "kl": kl}
 
@@ -214,18 +223,32 @@ def picture_conditions(model: VAE, n: int, test_c: torch.Tensor | None) -> torch
     return None
 
 
-def _write_pictures(run_dir: Path, model: VAE, metrics: list[dict[str, Any]], test_x: torch.Tensor,
-                    test_c: torch.Tensor | None) -> None:
+def _pictures(model: VAE, test_x: torch.Tensor, test_c: torch.Tensor | None) -> tuple[Image.Image | None, Image.Image | None]:
+    """A grid of prior samples (one column per class for label models) and test inputs above their
+    reconstructions; (None, None) for non-image data."""
+    was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    n = 8 * model.condition_dim if model.config.condition == "label" and model.condition_dim <= 16 else 64
+    by_class = model.config.condition == "label" and model.condition_dim <= 16
+    n = 8 * model.condition_dim if by_class else 64
     samples = model.sample(n, generator=_seeded_generator(PICTURE_SEED, device), c=picture_conditions(model, n, test_c))
-    if samples.dim() == 4:  # pictures need images; tabular runs get only the curve
-        columns = model.condition_dim if model.config.condition == "label" and model.condition_dim <= 16 else None
-        save_image(image_grid(samples.clamp(0, 1).cpu(), nrow=columns), run_dir / rundir.SAMPLES)
-        inputs = test_x[:32]
-        c = None if test_c is None else test_c[:32]
-        save_image(reconstruction_grid(inputs.cpu(), model.reconstruct(inputs, c).clamp(0, 1).cpu()), run_dir / rundir.RECONSTRUCTIONS)
+    model.train(was_training)
+    if samples.dim() != 4:
+        return None, None
+    inputs = test_x[:32]
+    c = None if test_c is None else test_c[:32]
+    with torch.no_grad():
+        reconstructions = model.reconstruct(inputs, c).clamp(0, 1).cpu()
+    return (image_grid(samples.clamp(0, 1).cpu(), nrow=model.condition_dim if by_class else None),
+            reconstruction_grid(inputs.cpu(), reconstructions))
+
+
+def _write_pictures(run_dir: Path, model: VAE, metrics: list[dict[str, Any]], test_x: torch.Tensor,
+                    test_c: torch.Tensor | None) -> None:
+    samples, reconstructions = _pictures(model, test_x, test_c)
+    if samples is not None and reconstructions is not None:  # tabular runs get only the curve
+        save_image(samples, run_dir / rundir.SAMPLES)
+        save_image(reconstructions, run_dir / rundir.RECONSTRUCTIONS)
     if metrics:
         save_figure(loss_curve_figure(metrics), run_dir / rundir.LOSS_CURVE)
 
@@ -236,13 +259,16 @@ def train(
     out: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
     progress: bool = True,
+    plots: bool = True,
+    tensorboard: bool = False,
     **settings: Any,
 ) -> rundir.Run:
     """Train a VAE and return it with its run directory.
 
     ``settings`` override ``config`` by name, e.g. ``train(dataset="fashion-mnist", latent_dim=2)``.
     With ``resume=RUN`` the run continues from its last finished epoch; only ``epochs`` (to train
-    longer) and ``device`` may then be changed.
+    longer) and ``device`` may then be changed. ``plots`` draws ``RUN/plots/`` and ``RUN/report.html``
+    after training; ``tensorboard`` logs scalars and pictures to ``RUN/tensorboard/``.
     """
     if resume is not None:
         run_dir = rundir.check_run_dir(resume)
@@ -295,6 +321,7 @@ def train(
         start_epoch = 0
     rundir.save_config(run_dir, config)
     log.info("run directory: %s", run_dir)
+    board = TensorBoardLogger(run_dir / TENSORBOARD_DIR) if tensorboard else None
 
     train_cfg = config.train
     data = _training_data(config, dataset, device)
@@ -312,7 +339,7 @@ def train(
             bar.set_description(f"epoch {epoch}/{train_cfg.epochs}")
             started = time.perf_counter()
             train_terms = train_epoch(
-                model, optimizer, data, train_cfg.batch_size, generator, objective_at, epoch, train_cfg.grad_clip, bar,
+                model, optimizer, data, train_cfg.batch_size, generator, objective_at, epoch, train_cfg.grad_clip, bar, board,
             )
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -326,6 +353,9 @@ def train(
                     f"--grad-clip; {run_dir} keeps the checkpoint of epoch {epoch - 1}"
                 )
             metrics.append(record)
+            if board is not None:
+                samples, reconstructions = _pictures(model, test_x, test_c)
+                board.epoch(epoch, record, samples, reconstructions)
             bar.write(
                 f"epoch {epoch}: train -ELBO {record['train_loss']:.2f}  val -ELBO {record['val_loss']:.2f}  "
                 f"(rec {record['val_rec']:.2f}, KL {record['val_kl']:.2f})  {seconds:.2f}s"
@@ -355,6 +385,8 @@ def train(
         raise
     finally:
         bar.close()
+        if board is not None:
+            board.close()
 
     if best_model is not None:
         model.load_state_dict(best_model)
@@ -369,6 +401,9 @@ def train(
     }
     rundir.save_summary(run_dir, summary)
     _write_pictures(run_dir, model, metrics, test_x, test_c)
+    if plots:
+        write_run_plots(run_dir, device=str(device))
+        write_report(run_dir)
     log.info("test -ELBO %.2f nats/example (rec %.2f, KL %.2f)", summary["test_loss"], summary["test_rec"], summary["test_kl"])
     model.eval()
     return rundir.Run(model=model, config=config, path=run_dir, metrics=metrics)
