@@ -22,3 +22,8 @@ def trained_run(tmp_path_factory) -> vaelab.Run:
     """A finished 3-epoch run on digits; tests must not modify its directory."""
     out = tmp_path_factory.mktemp("runs") / "digits"
     return vaelab.train(out=out, progress=False, **tiny_settings())
+
+
+def directory_snapshot(path) -> dict:
+    """Every file under ``path`` (relative name -> bytes), to check that nothing was changed."""
+    return {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}

@@ -15,6 +15,7 @@ from PIL import Image
 from vaelab import rundir
 from vaelab.cli import main
 from vaelab.idx import write_idx
+from tests.conftest import directory_snapshot
 
 TINY = ["--hidden", "32", "--latent-dim", "4", "--batch-size", "64", "--no-progress"]
 
@@ -117,9 +118,9 @@ def test_image_folder_errors(tmp_path, capsys):
 
 
 def test_existing_run_is_not_overwritten(capsys, trained_run):
-    before = {p.name: p.read_bytes() for p in trained_run.path.iterdir()}
+    before = directory_snapshot(trained_run.path)
     _fails_with(capsys, ["train", "--out", str(trained_run.path), *TINY], "already exists")
-    assert {p.name: p.read_bytes() for p in trained_run.path.iterdir()} == before
+    assert directory_snapshot(trained_run.path) == before
 
 
 def test_entry_points_run_as_programs(tmp_path):

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import vaelab
-from tests.conftest import tiny_settings
+from tests.conftest import directory_snapshot, tiny_settings
 from vaelab import rundir
 from vaelab.errors import VaelabError
 from vaelab.evaluation import elbo_averages
@@ -90,10 +90,10 @@ def test_resume_refuses_finished_runs_and_changed_settings(trained_run):
 
 
 def test_existing_run_is_never_overwritten(trained_run):
-    before = {p.name: p.read_bytes() for p in trained_run.path.iterdir()}
+    before = directory_snapshot(trained_run.path)
     with pytest.raises(VaelabError, match="already exists and is not empty"):
         vaelab.train(out=trained_run.path, progress=False, **tiny_settings())
-    assert {p.name: p.read_bytes() for p in trained_run.path.iterdir()} == before
+    assert directory_snapshot(trained_run.path) == before
 
 
 def test_bad_data_leaves_no_run_directory(tmp_path):
