@@ -17,7 +17,7 @@ from vaelab.cli import main
 from vaelab.config import ModelConfig, TrainConfig
 from vaelab.datasets import load_dataset
 from vaelab.model import VAE
-from vaelab.objectives import Objective, elbo, objective_sums
+from vaelab.objectives import Objective, objective_sums
 from vaelab.semi_supervised import covariate_sums, elbo_per_example, label_sums, unlabelled_terms
 from vaelab.training import objective_schedule
 
@@ -305,3 +305,15 @@ def test_evaluation_reports_log_p_x_given_c(m2_run):
     assert result["nll"] == pytest.approx(reference, abs=1e-4)
     with pytest.raises(ValueError, match="pass c"):
         vaelab.evaluate(m2_run.model, x, iw_samples=2)
+
+
+def test_covariate_model_round_trips_with_its_statistics(tmp_path):
+    _brightness_npz(tmp_path / "bright.npz", n=100)
+    run = vaelab.train(out=tmp_path / "run", progress=False, plots=False, **tiny_settings(
+        dataset=str(tmp_path / "bright.npz"), condition="covariates", epochs=1, likelihood="cbernoulli"))
+    loaded = vaelab.load(run.path).model
+    assert not hasattr(loaded, "covariate_net")  # every covariate observed: a plain CVAE
+    torch.testing.assert_close(loaded.covariate_mean, run.model.covariate_mean)
+    assert loaded.covariate_mean.abs().sum() > 0  # the training statistics, not the initial zeros
+    x, c = torch.rand(3, 1, 8, 8), torch.tensor([[0.3, 4.0]] * 3)
+    torch.testing.assert_close(loaded.reconstruct(x, c), run.model.reconstruct(x, c))

@@ -71,8 +71,15 @@ def test_same_seed_same_bits_and_other_seed_differs(tmp_path):
     assert strip(a.metrics) == strip(b.metrics)
 
 
-def test_resume_continues_exactly_where_it_stopped(tmp_path):
-    settings = tiny_settings(binarize="dynamic")
+@pytest.mark.parametrize("variant", [
+    {},
+    {"objective": "beta", "beta": 2.0, "warmup_epochs": 3.0, "free_bits": 0.05},
+    {"objective": "iwae", "iwae_samples": 3},
+    {"condition": "label", "labelled": 50},
+])
+def test_resume_continues_exactly_where_it_stopped(tmp_path, variant):
+    """Bit for bit, for every objective (the warm-up follows the epoch) and for M2."""
+    settings = tiny_settings(binarize="dynamic", **variant)
     straight = vaelab.train(out=tmp_path / "straight", progress=False, **{**settings, "epochs": 4})
     vaelab.train(out=tmp_path / "split", progress=False, **{**settings, "epochs": 2})
     resumed = vaelab.train(resume=tmp_path / "split", epochs=4, progress=False)
