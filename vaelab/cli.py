@@ -102,8 +102,11 @@ SETTINGS = (
 
 
 def _train(args: argparse.Namespace) -> None:
+    from vaelab.distributed import is_main_process
     from vaelab.training import train
 
+    if not is_main_process():  # under torchrun, rank 0 alone reports the run
+        logging.getLogger().setLevel(logging.ERROR)
     settings = {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
     if args.resume is not None:
         if args.config is not None or args.out is not None:

@@ -8,6 +8,10 @@ The loss is computed on logits and Adam is the fused kernel where the installed 
 Reproducibility: one ``torch.Generator`` seeded from ``train.seed`` drives shuffling, binarisation
 and the reparameterisation noise; its state is saved with every checkpoint, so a run resumed from
 epoch k continues exactly as if it had never stopped (bit for bit on the same CPU and thread count).
+
+Under ``torchrun`` (``distributed.py``) every process draws the same permutation, binarisation and
+noise for each global batch, keeps its own rows of it and lets DistributedDataParallel average the
+gradients: the same training as one process, whose ``--batch-size`` is the global batch.
 """
 
 from __future__ import annotations
@@ -28,15 +32,16 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from vaelab import rundir
+from vaelab import distributed, rundir
 from vaelab.conditioning import condition_of, covariate_statistics, model_settings
 from vaelab.config import ConfigError, RunConfig, TrainConfig, read_config
 from vaelab.datasets import Dataset, Split, binarize
 from vaelab.errors import VaelabError
 from vaelab.evaluation import elbo_averages
 from vaelab.model import VAE
+from vaelab.distributed import Processes
 from vaelab.objectives import BatchSums, Objective, objective_sums
-from vaelab.pipeline import load_data, resolve_device
+from vaelab.pipeline import load_data
 from vaelab.semi_supervised import covariate_sums, label_sums
 from vaelab.plots import write_run_plots
 from vaelab.report import write_report
@@ -49,8 +54,8 @@ RESUMABLE_SETTINGS = ("epochs", "device")  # what may change when a run is resum
 EVAL_SEED = 1234  # fixed z-noise for validation/test ELBOs, so epochs are compared on equal terms
 PICTURE_SEED = 0
 DEFAULT_ALPHA = 0.1  # M2 classification weight: Kingma et al. 2014's alpha = 0.1 N (semi_supervised.py)
-POSTFIX_EVERY = 50
-TENSORBOARD_DIR = "tensorboard"  # batches between updates of the running loss shown on the progress bar
+POSTFIX_EVERY = 50  # batches between updates of the running loss shown on the progress bar
+TENSORBOARD_DIR = "tensorboard"
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -90,11 +95,14 @@ def _build_model(config: RunConfig, device: torch.device) -> VAE:
     return model.to(device)
 
 
-def _check_objective(config: RunConfig) -> None:
-    """Bounds with inferred covariates are ELBO-based (``semi_supervised.py``): no IWAE, no free bits."""
+def _check_objective(config: RunConfig, world_size: int) -> None:
+    """Bounds with inferred covariates are ELBO-based (``semi_supervised.py``): no IWAE, no free bits.
+    Free bits floor the *batch*-mean KL, which no single process of a distributed run sees."""
     if config.model.infer_missing and (config.train.objective == "iwae" or config.train.free_bits > 0):
         setting = "objective" if config.train.objective == "iwae" else "free_bits"
         raise ConfigError(setting, "is not available when covariates are missing (the M2 / missing-covariate bound is ELBO-based)")
+    if world_size > 1 and config.train.free_bits > 0:
+        raise ConfigError("free_bits", "is not available with torchrun (it floors the KL of the whole batch, which each process sees only part of)")
 
 
 def _split_on(split: Split, condition: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -152,6 +160,22 @@ class TrainingData:
         return objective_sums(model, x, model.condition_vector(c), eps, objective)
 
 
+class BatchObjective(torch.nn.Module):
+    """One step's batch totals as a module's ``forward``, so that DistributedDataParallel can wrap it:
+    the VAE's objective goes through ``posterior_params`` and ``likelihood``, not ``VAE.forward``."""
+
+    def __init__(self, model: VAE, data: TrainingData) -> None:
+        super().__init__()
+        self.model = model
+        self.data = data
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None, eps: torch.Tensor, objective: Objective) -> BatchSums:
+        if x.shape[0] == 0:  # a process with no rows of a short last batch still joins the gradient all-reduce
+            zero = sum(p.sum() for p in self.model.parameters()) * 0
+            return BatchSums(zero, zero.detach(), zero.detach())
+        return self.data.batch_sums(self.model, x, c, eps, objective)
+
+
 def objective_schedule(config: TrainConfig) -> Callable[[float], Objective]:
     """The objective at a point of training (in epochs, fractional): the KL weight warms up linearly."""
     beta = config.beta if config.objective == "beta" else 1.0
@@ -175,17 +199,24 @@ def train_epoch(
     grad_clip: float | None,
     bar: tqdm,
     tensorboard: TensorBoardLogger | None = None,
+    *,
+    batch_objective: torch.nn.Module | None = None,
+    processes: Processes = Processes(),
 ) -> dict[str, float]:
     """Epoch number ``epoch`` (1-based) over ``data`` in a fresh random order.
 
+    ``batch_objective`` is :class:`BatchObjective` of ``model``, wrapped in DistributedDataParallel
+    when ``processes`` are several; each then trains on its rows of every global batch.
     Returns the mean per example of the minimised ``objective`` and of the plain ELBO terms.
     """
     model.train()
+    batch_objective = batch_objective or BatchObjective(model, data)
     x = data.x
     n = x.shape[0]
     order = torch.randperm(n, generator=generator, device=x.device)
     noise_dim = data.noise_dim(model)
     totals = torch.zeros(4, device=x.device)  # objective, loss, rec, kl: read rarely, so few device syncs
+    seen = 0  # examples of this process so far
     steps = math.ceil(n / batch_size)
     for step, start in enumerate(range(0, n, batch_size)):
         rows = order[start : start + batch_size]
@@ -193,22 +224,25 @@ def train_epoch(
         if data.dynamic_binarize:
             batch = binarize(batch, generator)
         objective = objective_at(epoch - 1 + step / steps)
-        eps = torch.randn(objective.noise_shape(batch.shape[0], noise_dim), generator=generator, device=x.device)
-        sums = data.batch_sums(model, batch, None if data.c is None else data.c[rows], eps, objective)
+        eps = torch.randn(objective.noise_shape(batch.shape[0], noise_dim), generator=generator, device=x.device)  # [K, B, D]
+        mine = processes.rows(batch.shape[0])  # every process drew the whole batch's randomness; it keeps its rows
+        own = batch[mine]
+        sums = batch_objective(own, None if data.c is None else data.c[rows[mine]], eps[:, mine], objective)
         optimizer.zero_grad(set_to_none=True)
-        (sums.objective / batch.shape[0]).backward()
+        (sums.objective / (batch.shape[0] / processes.world_size)).backward()  # DDP averages over processes
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         with torch.no_grad():
             totals += torch.stack((sums.objective, sums.rec + sums.kl, sums.rec, sums.kl))
+        seen += own.shape[0]
         bar.update(batch.shape[0])
         if step % POSTFIX_EVERY == POSTFIX_EVERY - 1:  # an occasional read keeps the loop free of syncs
-            bar.set_postfix(loss=f"{totals[1].item() / (start + batch.shape[0]):.2f}", refresh=False)
+            bar.set_postfix(loss=f"{totals[1].item() / seen:.2f}", refresh=False)
             if tensorboard is not None:
-                b = batch.shape[0]
+                b = own.shape[0]
                 tensorboard.step((epoch - 1) * steps + step, {"loss": (sums.rec + sums.kl) / b, "rec": sums.rec / b, "kl": sums.kl / b})
-    objective_mean, loss, rec, kl = (totals / n).tolist()
+    objective_mean, loss, rec, kl = (processes.sum(totals) / n).tolist()
     return {"objective": objective_mean, "loss": loss, "rec": rec, "kl": kl}
 
 
@@ -253,6 +287,26 @@ def _write_pictures(run_dir: Path, model: VAE, metrics: list[dict[str, Any]], te
         save_figure(loss_curve_figure(metrics), run_dir / rundir.LOSS_CURVE)
 
 
+def _finish_run(run_dir: Path, model: VAE, config: RunConfig, metrics: list[dict[str, Any]], best_epoch: int,
+                stopped_early: bool, test_x: torch.Tensor, test_c: torch.Tensor | None, plots: bool) -> None:
+    """Write what a finished run leaves besides its checkpoints: test figures, pictures, plots."""
+    device = test_x.device
+    test_terms = elbo_averages(model, test_x, config.train.batch_size, _seeded_generator(EVAL_SEED, device), test_c)
+    summary = {
+        "epochs": metrics[-1]["epoch"],
+        "best_epoch": best_epoch,
+        "stopped_early": stopped_early,
+        **{f"test_{k}": v for k, v in test_terms.items()},
+        "n_test": int(test_x.shape[0]),
+    }
+    rundir.save_summary(run_dir, summary)
+    _write_pictures(run_dir, model, metrics, test_x, test_c)
+    if plots:
+        write_run_plots(run_dir, device=str(device))
+        write_report(run_dir)
+    log.info("test -ELBO %.2f nats/example (rec %.2f, KL %.2f)", summary["test_loss"], summary["test_rec"], summary["test_kl"])
+
+
 def train(
     config: RunConfig | None = None,
     *,
@@ -268,8 +322,10 @@ def train(
     ``settings`` override ``config`` by name, e.g. ``train(dataset="fashion-mnist", latent_dim=2)``.
     With ``resume=RUN`` the run continues from its last finished epoch; only ``epochs`` (to train
     longer) and ``device`` may then be changed. ``plots`` draws ``RUN/plots/`` and ``RUN/report.html``
-    after training; ``tensorboard`` logs scalars and pictures to ``RUN/tensorboard/``.
+    after training; ``tensorboard`` logs scalars and pictures to ``RUN/tensorboard/``. Started by
+    torchrun, every process trains its share of each batch and rank 0 alone writes the run directory.
     """
+    run_dir = None
     if resume is not None:
         run_dir = rundir.check_run_dir(resume)
         fixed = set(settings) - set(RESUMABLE_SETTINGS)
@@ -289,11 +345,27 @@ def train(
     else:
         config = (config or RunConfig()).with_overrides(**settings)
         state = None
+    with distributed.session(config.train.device) as processes:
+        return _train(config, state, run_dir, out, processes, progress=progress, plots=plots, tensorboard=tensorboard)
 
-    device = resolve_device(config.train.device)
+
+def _train(
+    config: RunConfig,
+    state: rundir.TrainingState | None,
+    run_dir: Path | None,
+    out: str | os.PathLike | None,
+    processes: Processes,
+    *,
+    progress: bool,
+    plots: bool,
+    tensorboard: bool,
+) -> rundir.Run:
+    """:func:`train` once the config is settled: continue ``state`` in ``run_dir``, or start a new run
+    in ``out`` (a default name if None)."""
+    device = processes.device
     dataset = load_data(config)
     config = replace(config, model=replace(config.model, input_shape=dataset.shape, **model_settings(config, dataset)))
-    _check_objective(config)
+    _check_objective(config, processes.world_size)
     _warn_about_likelihood(config)
     if dataset.train.x.shape[0] == 0:
         raise VaelabError(f"{config.data.dataset}: the training split is empty")
@@ -317,14 +389,17 @@ def train(
             mean, std = covariate_statistics(dataset.train.c)
             model.covariate_mean.copy_(mean)
             model.covariate_std.copy_(std)
-        run_dir = _new_run_dir(out, config)
+        run_dir = distributed.from_main(processes, lambda: _new_run_dir(out, config))
         start_epoch = 0
-    rundir.save_config(run_dir, config)
-    log.info("run directory: %s", run_dir)
-    board = TensorBoardLogger(run_dir / TENSORBOARD_DIR) if tensorboard else None
+    assert run_dir is not None
+    if processes.is_main:
+        rundir.save_config(run_dir, config)
+        log.info("run directory: %s", run_dir)
+    board = TensorBoardLogger(run_dir / TENSORBOARD_DIR) if tensorboard and processes.is_main else None
 
     train_cfg = config.train
     data = _training_data(config, dataset, device)
+    batch_objective = distributed.wrap(BatchObjective(model, data), processes)
     val_x, val_c = _split_on(dataset.val, condition, device)
     test_x, test_c = _split_on(dataset.test, condition, device)
     objective_at = objective_schedule(train_cfg)
@@ -332,7 +407,7 @@ def train(
     stopped_early = False
     bar = tqdm(
         total=train_cfg.epochs * n, initial=start_epoch * n, unit="ex", unit_scale=True,
-        disable=not progress, dynamic_ncols=True, desc="train",
+        disable=not (progress and processes.is_main), dynamic_ncols=True, desc="train",
     )
     try:
         for epoch in range(start_epoch + 1, train_cfg.epochs + 1):
@@ -340,6 +415,7 @@ def train(
             started = time.perf_counter()
             train_terms = train_epoch(
                 model, optimizer, data, train_cfg.batch_size, generator, objective_at, epoch, train_cfg.grad_clip, bar, board,
+                batch_objective=batch_objective, processes=processes,
             )
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -356,10 +432,11 @@ def train(
             if board is not None:
                 samples, reconstructions = _pictures(model, test_x, test_c)
                 board.epoch(epoch, record, samples, reconstructions)
-            bar.write(
-                f"epoch {epoch}: train -ELBO {record['train_loss']:.2f}  val -ELBO {record['val_loss']:.2f}  "
-                f"(rec {record['val_rec']:.2f}, KL {record['val_kl']:.2f})  {seconds:.2f}s"
-            )
+            if processes.is_main:
+                bar.write(
+                    f"epoch {epoch}: train -ELBO {record['train_loss']:.2f}  val -ELBO {record['val_loss']:.2f}  "
+                    f"(rec {record['val_rec']:.2f}, KL {record['val_kl']:.2f})  {seconds:.2f}s"
+                )
             if record["val_loss"] < best_loss:
                 best_loss, best_epoch = record["val_loss"], epoch
                 if train_cfg.early_stopping is not None:
@@ -367,21 +444,24 @@ def train(
             stopped_early = (
                 train_cfg.early_stopping is not None and epoch - best_epoch >= train_cfg.early_stopping
             )
-            rundir.save_training_state(run_dir, rundir.TrainingState(
-                epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                generator=generator.get_state(), best_loss=best_loss, best_epoch=best_epoch,
-                best_model=best_model, finished=stopped_early,
-            ))
-            rundir.save_model(run_dir, model)
-            rundir.save_metrics(run_dir, metrics)
+            if processes.is_main:
+                rundir.save_training_state(run_dir, rundir.TrainingState(
+                    epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                    generator=generator.get_state(), best_loss=best_loss, best_epoch=best_epoch,
+                    best_model=best_model, finished=stopped_early,
+                ))
+                rundir.save_model(run_dir, model)
+                rundir.save_metrics(run_dir, metrics)
             if stopped_early:
-                bar.write(f"early stopping: no better validation loss since epoch {best_epoch}")
+                if processes.is_main:
+                    bar.write(f"early stopping: no better validation loss since epoch {best_epoch}")
                 break
     except KeyboardInterrupt:
         bar.close()
-        log.warning("interrupted; resume with: vaelab train --resume %s", run_dir)
-        with contextlib.suppress(Exception):
-            _write_pictures(run_dir, model, metrics, test_x, test_c)
+        if processes.is_main:
+            log.warning("interrupted; resume with: vaelab train --resume %s", run_dir)
+            with contextlib.suppress(Exception):
+                _write_pictures(run_dir, model, metrics, test_x, test_c)
         raise
     finally:
         bar.close()
@@ -390,20 +470,9 @@ def train(
 
     if best_model is not None:
         model.load_state_dict(best_model)
-        rundir.save_model(run_dir, model)
-    test_terms = elbo_averages(model, test_x, train_cfg.batch_size, _seeded_generator(EVAL_SEED, device), test_c)
-    summary = {
-        "epochs": metrics[-1]["epoch"],
-        "best_epoch": best_epoch,
-        "stopped_early": stopped_early,
-        **{f"test_{k}": v for k, v in test_terms.items()},
-        "n_test": int(test_x.shape[0]),
-    }
-    rundir.save_summary(run_dir, summary)
-    _write_pictures(run_dir, model, metrics, test_x, test_c)
-    if plots:
-        write_run_plots(run_dir, device=str(device))
-        write_report(run_dir)
-    log.info("test -ELBO %.2f nats/example (rec %.2f, KL %.2f)", summary["test_loss"], summary["test_rec"], summary["test_kl"])
+        if processes.is_main:
+            rundir.save_model(run_dir, model)
+    if processes.is_main:
+        _finish_run(run_dir, model, config, metrics, best_epoch, stopped_early, test_x, test_c, plots)
     model.eval()
     return rundir.Run(model=model, config=config, path=run_dir, metrics=metrics)
