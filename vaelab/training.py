@@ -113,7 +113,10 @@ def _split_on(split: Split, condition: str, device: torch.device) -> tuple[torch
 
 def _training_data(config: RunConfig, dataset: Dataset, device: torch.device) -> TrainingData:
     x, c = _split_on(dataset.train, config.model.condition, device)
-    label_weight = 0.0
+    label_weight, labelled = 0.0, None
+    if config.model.infer_missing and config.model.condition == "label":
+        assert c is not None
+        labelled = torch.nonzero(c >= 0).squeeze(1)
     if config.model.infer_missing:
         assert c is not None
         observed = int((c >= 0).sum() if config.model.condition == "label" else (~torch.isnan(c)).sum())
@@ -124,7 +127,7 @@ def _training_data(config: RunConfig, dataset: Dataset, device: torch.device) ->
         label_weight = alpha * c.numel() / observed  # alpha N / N_labelled; N K / N_observed for covariates
     return TrainingData(
         x=x, c=c, condition=config.model.condition, infer_missing=config.model.infer_missing,
-        dynamic_binarize=config.data.binarize == "dynamic", label_weight=label_weight,
+        dynamic_binarize=config.data.binarize == "dynamic", label_weight=label_weight, labelled=labelled,
     )
 
 
@@ -146,6 +149,7 @@ class TrainingData:
     infer_missing: bool  # missing covariates are inferred (M2 / q(c_missing|x, c_observed))
     dynamic_binarize: bool
     label_weight: float  # weight of -log q(y|x) per labelled example, or of -log q(c_j|x) per observed covariate
+    labelled: torch.Tensor | None = None  # M2: indices of the labelled examples, drawn into every step
 
     def noise_dim(self, model: VAE) -> int:
         """Standard normals per example and importance sample: z, plus the covariates q(c|x) draws."""
@@ -206,43 +210,53 @@ def train_epoch(
     """Epoch number ``epoch`` (1-based) over ``data`` in a fresh random order.
 
     ``batch_objective`` is :class:`BatchObjective` of ``model``, wrapped in DistributedDataParallel
-    when ``processes`` are several; each then trains on its rows of every global batch.
-    Returns the mean per example of the minimised ``objective`` and of the plain ELBO terms.
+    when ``processes`` are several; each then trains on its rows of every global batch. For M2
+    (``data.labelled``), every step also takes as many labelled examples, cycling through a fresh
+    permutation of them each epoch, so that a few labels are seen throughout training.
+    Returns the mean per example (over every row trained on) of the minimised ``objective`` and of
+    the plain ELBO terms.
     """
     model.train()
     batch_objective = batch_objective or BatchObjective(model, data)
     x = data.x
     n = x.shape[0]
     order = torch.randperm(n, generator=generator, device=x.device)
+    labelled = None
+    if data.labelled is not None:
+        labelled = data.labelled[torch.randperm(data.labelled.numel(), generator=generator, device=x.device)]
     noise_dim = data.noise_dim(model)
-    totals = torch.zeros(4, device=x.device)  # objective, loss, rec, kl: read rarely, so few device syncs
-    seen = 0  # examples of this process so far
+    totals = torch.zeros(5, device=x.device)  # objective, loss, rec, kl, rows: read rarely, so few device syncs
     steps = math.ceil(n / batch_size)
     for step, start in enumerate(range(0, n, batch_size)):
-        rows = order[start : start + batch_size]
-        batch = x[rows]
-        if data.dynamic_binarize:
-            batch = binarize(batch, generator)
+        streams = [order[start : start + batch_size]]
+        b = streams[0].numel()
+        if labelled is not None:
+            streams.append(labelled[(step * b + torch.arange(b, device=x.device)) % labelled.numel()])
         objective = objective_at(epoch - 1 + step / steps)
-        eps = torch.randn(objective.noise_shape(batch.shape[0], noise_dim), generator=generator, device=x.device)  # [K, B, D]
-        mine = processes.rows(batch.shape[0])  # every process drew the whole batch's randomness; it keeps its rows
-        own = batch[mine]
-        sums = batch_objective(own, None if data.c is None else data.c[rows[mine]], eps[:, mine], objective)
+        mine = processes.rows(b)  # every process draws the whole batch's randomness; it keeps its rows
+        parts = []
+        for rows in streams:
+            batch = binarize(x[rows], generator) if data.dynamic_binarize else x[rows]
+            eps = torch.randn(objective.noise_shape(b, noise_dim), generator=generator, device=x.device)  # [K, B, D]
+            parts.append((batch[mine], None if data.c is None else data.c[rows[mine]], eps[:, mine]))
+        own, c, eps = parts[0] if len(parts) == 1 else (
+            torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts], 1))
+        sums = batch_objective(own, c, eps, objective)
         optimizer.zero_grad(set_to_none=True)
-        (sums.objective / (batch.shape[0] / processes.world_size)).backward()  # DDP averages over processes
+        (sums.objective / (b / processes.world_size)).backward()  # DDP averages over processes
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         with torch.no_grad():
-            totals += torch.stack((sums.objective, sums.rec + sums.kl, sums.rec, sums.kl))
-        seen += own.shape[0]
-        bar.update(batch.shape[0])
+            totals += torch.stack((sums.objective, sums.rec + sums.kl, sums.rec, sums.kl, sums.rec.new_tensor(own.shape[0])))
+        bar.update(b)
         if step % POSTFIX_EVERY == POSTFIX_EVERY - 1:  # an occasional read keeps the loop free of syncs
-            bar.set_postfix(loss=f"{totals[1].item() / seen:.2f}", refresh=False)
+            bar.set_postfix(loss=f"{totals[1].item() / max(totals[4].item(), 1):.2f}", refresh=False)
             if tensorboard is not None:
-                b = own.shape[0]
-                tensorboard.step((epoch - 1) * steps + step, {"loss": (sums.rec + sums.kl) / b, "rec": sums.rec / b, "kl": sums.kl / b})
-    objective_mean, loss, rec, kl = (processes.sum(totals) / n).tolist()
+                rows_now = max(own.shape[0], 1)
+                tensorboard.step((epoch - 1) * steps + step, {"loss": (sums.rec + sums.kl) / rows_now, "rec": sums.rec / rows_now, "kl": sums.kl / rows_now})
+    totals = processes.sum(totals)
+    objective_mean, loss, rec, kl = (totals[:4] / totals[4]).tolist()
     return {"objective": objective_mean, "loss": loss, "rec": rec, "kl": kl}
 
 
