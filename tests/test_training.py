@@ -124,3 +124,24 @@ def test_every_architecture_and_likelihood_trains(tmp_path, arch, likelihood, bi
     run = vaelab.train(out=tmp_path / "r", progress=False,
                        **tiny_settings(arch=arch, likelihood=likelihood, binarize=binarize, channels=(8, 16), epochs=2))
     assert run.metrics[-1]["val_loss"] < run.metrics[0]["val_loss"]
+
+
+def test_bf16_autocast_trains_to_about_the_same_loss(tmp_path):
+    """bf16 changes rounding, not the model: the validation loss stays within a fraction of a nat."""
+    fp32 = vaelab.train(out=tmp_path / "fp32", progress=False, plots=False, **tiny_settings())
+    bf16 = vaelab.train(out=tmp_path / "bf16", progress=False, plots=False, **tiny_settings(precision="bf16"))
+    assert bf16.metrics[-1]["val_loss"] == pytest.approx(fp32.metrics[-1]["val_loss"], abs=0.5)
+    assert bf16.metrics[-1]["val_loss"] != fp32.metrics[-1]["val_loss"]  # autocast did change the arithmetic
+
+
+def test_compile_keeps_the_weights_and_their_names():
+    """Compiled networks save and load like eager ones (compilation itself happens at the first call)."""
+    from vaelab.config import ModelConfig, TrainConfig
+    from vaelab.model import VAE
+    from vaelab.training import _apply_speed_options
+
+    model = VAE(ModelConfig(hidden=(8,), latent_dim=2, input_shape=(1, 4, 4)))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _apply_speed_options(model, TrainConfig(compile=True), torch.device("cpu"))
+    after = model.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)

@@ -82,6 +82,8 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     opt.add_argument("--free-bits", type=float, metavar="NATS", help="do not penalise a latent dimension's batch-mean KL below NATS")
     opt.add_argument("--iwae-samples", type=int, metavar="K", help=f"importance samples of --objective iwae (default: {t.iwae_samples})")
     opt.add_argument("--alpha", type=float, help="M2 classification weight (default: 0.1, Kingma et al.'s alpha = 0.1 N)")
+    opt.add_argument("--precision", choices=("fp32", "bf16"), help="bf16: autocast the networks (GPUs, CPUs with AVX512-BF16) (default: fp32)")
+    opt.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks (compiles up front)")
     opt.add_argument("--device", help=f"auto, cpu, cuda, cuda:N or mps (default: {t.device})")
     run = p.add_argument_group("run")
     run.add_argument("--config", type=Path, help="JSON file with data/model/train sections (flags override it)")
@@ -97,7 +99,7 @@ SETTINGS = (
     "dataset", "data_dir", "binarize", "val_size", "arch", "hidden", "channels", "latent_dim",
     "likelihood", "gaussian_scale", "epochs", "batch_size", "lr", "grad_clip", "early_stopping",
     "seed", "device", "labelled", "missing_frac", "condition", "objective", "beta", "warmup_epochs",
-    "free_bits", "iwae_samples", "alpha",
+    "free_bits", "iwae_samples", "alpha", "precision", "compile",
 )
 
 

@@ -25,6 +25,7 @@ LIKELIHOOD_NAMES = ("bernoulli", "gaussian", "cbernoulli")
 BINARIZATIONS = ("none", "static", "dynamic")
 CONDITIONS = ("none", "label", "covariates")
 OBJECTIVES = ("elbo", "beta", "iwae")
+PRECISIONS = ("fp32", "bf16")
 
 
 class ConfigError(VaelabError):
@@ -156,6 +157,8 @@ class TrainConfig:
     free_bits: float = 0.0  # nats per latent dimension below which the batch-mean KL is not penalised
     iwae_samples: int = 5  # iwae objective: importance samples K per example
     alpha: float | None = None  # weight of log q(y|x) on labelled examples (None: Kingma et al.'s 0.1 N / N_l)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the networks; fast on GPUs and CPUs with AVX512-BF16/AMX)
+    compile: bool = False  # torch.compile the networks (opt-in: compiling takes time up front)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
@@ -197,6 +200,7 @@ class TrainConfig:
             "iwae trains the importance-weighted bound itself; KL warm-up and free bits apply to elbo and beta",
         )
         _require(self.alpha is None or self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")
+        _require(self.precision in PRECISIONS, "precision", f"expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}

@@ -114,7 +114,7 @@ class VAE(nn.Module):
     def posterior_params(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, sigma) of q(z|x, c), each ``[B, latent_dim]``, given the condition *vector*
         (:meth:`condition_vector`); sigma = softplus(.) cannot overflow as exp(log-variance) can."""
-        loc, raw_scale = self.encoder_net(x, condition).chunk(2, dim=-1)
+        loc, raw_scale = self.encoder_net(x, condition).float().chunk(2, dim=-1)  # float(): fp32 under bf16 autocast
         return loc, F.softplus(raw_scale) + _MIN_SCALE
 
     def decode(self, z: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
@@ -123,7 +123,7 @@ class VAE(nn.Module):
 
     def likelihood(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> Distribution:
         """:meth:`decode` given the condition *vector* instead of the raw c."""
-        params = self.decoder_net(z, condition)
+        params = self.decoder_net(z, condition).float()  # the likelihood in fp32, also under bf16 autocast
         return make_likelihood(self.config.likelihood, params, self.event_ndims, self.observation_scale())
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:

@@ -131,6 +131,17 @@ def _training_data(config: RunConfig, dataset: Dataset, device: torch.device) ->
     )
 
 
+def _apply_speed_options(model: VAE, config: TrainConfig, device: torch.device) -> None:
+    """``--compile`` compiles every network in place (weights and their names are unchanged);
+    ``--precision bf16`` only warns on CPUs without native bfloat16, where it is emulated and slow."""
+    if config.compile:
+        for network in model.children():
+            network.compile()
+    if config.precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        log.warning("--precision bf16: this CPU has no native bfloat16 (AVX512-BF16/AMX), so it is emulated "
+                    "and slower than fp32")
+
+
 def _warn_about_likelihood(config: RunConfig) -> None:
     if config.model.likelihood == "bernoulli" and config.data.binarize == "none":
         log.warning(
@@ -168,16 +179,19 @@ class BatchObjective(torch.nn.Module):
     """One step's batch totals as a module's ``forward``, so that DistributedDataParallel can wrap it:
     the VAE's objective goes through ``posterior_params`` and ``likelihood``, not ``VAE.forward``."""
 
-    def __init__(self, model: VAE, data: TrainingData) -> None:
+    def __init__(self, model: VAE, data: TrainingData, precision: str = "fp32") -> None:
         super().__init__()
         self.model = model
         self.data = data
+        self.bf16 = precision == "bf16"
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None, eps: torch.Tensor, objective: Objective) -> BatchSums:
         if x.shape[0] == 0:  # a process with no rows of a short last batch still joins the gradient all-reduce
             zero = sum(p.sum() for p in self.model.parameters()) * 0
             return BatchSums(zero, zero.detach(), zero.detach())
-        return self.data.batch_sums(self.model, x, c, eps, objective)
+        # bf16: matrix products in bfloat16, everything the model turns into a distribution in fp32.
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.data.batch_sums(self.model, x, c, eps, objective)
 
 
 def objective_schedule(config: TrainConfig) -> Callable[[float], Objective]:
@@ -413,7 +427,8 @@ def _train(
 
     train_cfg = config.train
     data = _training_data(config, dataset, device)
-    batch_objective = distributed.wrap(BatchObjective(model, data), processes)
+    _apply_speed_options(model, train_cfg, device)
+    batch_objective = distributed.wrap(BatchObjective(model, data, train_cfg.precision), processes)
     val_x, val_c = _split_on(dataset.val, condition, device)
     test_x, test_c = _split_on(dataset.test, condition, device)
     objective_at = objective_schedule(train_cfg)
