@@ -37,6 +37,11 @@ from vaelab.networks import build_decoder, build_encoder
 _MIN_SCALE = 1e-5  # floor on q's standard deviation: keeps log sigma finite in the KL
 
 
+def _full_precision(t: torch.Tensor) -> torch.Tensor:
+    """Network outputs in fp32 when autocast made them bf16/fp16: distributions are computed in full precision."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def condition_dim(config: ModelConfig) -> int:
     """Length of the condition vector: classes (one-hot), covariates, or 0 for an unconditional VAE."""
     if config.condition == "label":
@@ -114,7 +119,7 @@ class VAE(nn.Module):
     def posterior_params(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, sigma) of q(z|x, c), each ``[B, latent_dim]``, given the condition *vector*
         (:meth:`condition_vector`); sigma = softplus(.) cannot overflow as exp(log-variance) can."""
-        loc, raw_scale = self.encoder_net(x, condition).float().chunk(2, dim=-1)  # float(): fp32 under bf16 autocast
+        loc, raw_scale = _full_precision(self.encoder_net(x, condition)).chunk(2, dim=-1)
         return loc, F.softplus(raw_scale) + _MIN_SCALE
 
     def decode(self, z: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
@@ -123,7 +128,7 @@ class VAE(nn.Module):
 
     def likelihood(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> Distribution:
         """:meth:`decode` given the condition *vector* instead of the raw c."""
-        params = self.decoder_net(z, condition).float()  # the likelihood in fp32, also under bf16 autocast
+        params = _full_precision(self.decoder_net(z, condition))
         return make_likelihood(self.config.likelihood, params, self.event_ndims, self.observation_scale())
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
