@@ -19,7 +19,7 @@ from vaelab.datasets import load_dataset
 from vaelab.model import VAE
 from vaelab.objectives import Objective, objective_sums
 from vaelab.semi_supervised import covariate_sums, elbo_per_example, label_sums, unlabelled_terms
-from vaelab.training import objective_schedule
+from vaelab.epoch import objective_schedule
 
 from .conftest import tiny_settings
 

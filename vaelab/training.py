@@ -1,9 +1,9 @@
-"""Training: maximise the ELBO with Adam, fast, reproducibly, resumably.
+"""Training: a run from configuration to run directory — maximise the objective with Adam, fast,
+reproducibly, resumably.
 
-Speed comes from keeping the hot loop free of Python per example: the whole training set sits in one
-tensor on the device, each epoch draws one permutation, and a batch is the rows at one slice of it
-(no Dataset, no DataLoader, no collation). Dynamic binarisation is one ``torch.bernoulli`` per batch.
-The loss is computed on logits and Adam is the fused kernel where the installed torch has one.
+This module sets a run up (data, model, run directory), loops over epochs (``epoch.py`` is the hot
+loop of one epoch), validates, checkpoints and finishes with the test figures and pictures. Adam is
+the fused kernel where the installed torch has one.
 
 Reproducibility: one ``torch.Generator`` seeded from ``train.seed`` drives shuffling, binarisation
 and the reparameterisation noise; its state is saved with every checkpoint, so a run resumed from
@@ -22,8 +22,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,14 +34,13 @@ from tqdm.auto import tqdm
 from vaelab import distributed, rundir
 from vaelab.conditioning import condition_of, covariate_statistics, model_settings
 from vaelab.config import ConfigError, RunConfig, TrainConfig, read_config
-from vaelab.datasets import Dataset, Split, binarize
+from vaelab.datasets import Dataset, Split
 from vaelab.errors import VaelabError
 from vaelab.evaluation import elbo_averages
 from vaelab.model import VAE
 from vaelab.distributed import Processes
-from vaelab.objectives import BatchSums, Objective, objective_sums
 from vaelab.pipeline import load_data
-from vaelab.semi_supervised import covariate_sums, label_sums
+from vaelab.epoch import BatchObjective, TrainingData, objective_schedule, train_epoch
 from vaelab.plots import write_run_plots
 from vaelab.report import write_report
 from vaelab.tensorboard_log import TensorBoardLogger
@@ -54,7 +52,6 @@ RESUMABLE_SETTINGS = ("epochs", "device")  # what may change when a run is resum
 EVAL_SEED = 1234  # fixed z-noise for validation/test ELBOs, so epochs are compared on equal terms
 PICTURE_SEED = 0
 DEFAULT_ALPHA = 0.1  # M2 classification weight: Kingma et al. 2014's alpha = 0.1 N (semi_supervised.py)
-POSTFIX_EVERY = 50  # batches between updates of the running loss shown on the progress bar
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -148,130 +145,6 @@ def _warn_about_likelihood(config: RunConfig) -> None:
             "bernoulli likelihood on grey intensities: its log_prob is minus the binary cross-entropy, "
             "not a normalised likelihood (use --binarize dynamic, or --likelihood cbernoulli)"
         )
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """The training split on the device, and how one step turns a batch of it into a loss."""
-
-    x: torch.Tensor  # [N, ...]
-    c: torch.Tensor | None  # the condition of each example (labels [N], covariates [N, K]) or None
-    condition: str  # none | label | covariates (ModelConfig.condition)
-    infer_missing: bool  # missing covariates are inferred (M2 / q(c_missing|x, c_observed))
-    dynamic_binarize: bool
-    label_weight: float  # weight of -log q(y|x) per labelled example, or of -log q(c_j|x) per observed covariate
-    labelled: torch.Tensor | None = None  # M2: indices of the labelled examples, drawn into every step
-
-    def noise_dim(self, model: VAE) -> int:
-        """Standard normals per example and importance sample: z, plus the covariates q(c|x) draws."""
-        extra = self.c.shape[1] if self.infer_missing and self.condition == "covariates" else 0
-        return model.latent_dim + extra
-
-    def batch_sums(self, model: VAE, x: torch.Tensor, c: torch.Tensor | None, eps: torch.Tensor, objective: Objective) -> BatchSums:
-        if self.infer_missing and self.condition == "label":
-            return label_sums(model, x, c, eps, objective, self.label_weight)
-        if self.infer_missing:
-            return covariate_sums(model, x, c, eps, objective, self.label_weight)
-        return objective_sums(model, x, model.condition_vector(c), eps, objective)
-
-
-class BatchObjective(torch.nn.Module):
-    """One step's batch totals as a module's ``forward``, so that DistributedDataParallel can wrap it:
-    the VAE's objective goes through ``posterior_params`` and ``likelihood``, not ``VAE.forward``."""
-
-    def __init__(self, model: VAE, data: TrainingData, precision: str = "fp32") -> None:
-        super().__init__()
-        self.model = model
-        self.data = data
-        self.bf16 = precision == "bf16"
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None, eps: torch.Tensor, objective: Objective) -> BatchSums:
-        if x.shape[0] == 0:  # a process with no rows of a short last batch still joins the gradient all-reduce
-            zero = sum(p.sum() for p in self.model.parameters()) * 0
-            return BatchSums(zero, zero.detach(), zero.detach())
-        # bf16: matrix products in bfloat16, everything the model turns into a distribution in fp32.
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.data.batch_sums(self.model, x, c, eps, objective)
-
-
-def objective_schedule(config: TrainConfig) -> Callable[[float], Objective]:
-    """The objective at a point of training (in epochs, fractional): the KL weight warms up linearly."""
-    beta = config.beta if config.objective == "beta" else 1.0
-    samples = config.iwae_samples if config.objective == "iwae" else 1
-
-    def at(epochs_done: float) -> Objective:
-        warm = 1.0 if config.warmup_epochs == 0 else min(1.0, epochs_done / config.warmup_epochs)
-        return Objective(config.objective, beta * warm, config.free_bits, samples)
-
-    return at
-
-
-def train_epoch(
-    model: VAE,
-    optimizer: torch.optim.Optimizer,
-    data: TrainingData,
-    batch_size: int,
-    generator: torch.Generator,
-    objective_at: Callable[[float], Objective],
-    epoch: int,
-    grad_clip: float | None,
-    bar: tqdm,
-    tensorboard: TensorBoardLogger | None = None,
-    *,
-    batch_objective: torch.nn.Module | None = None,
-    processes: Processes = Processes(),
-) -> dict[str, float]:
-    """Epoch number ``epoch`` (1-based) over ``data`` in a fresh random order.
-
-    ``batch_objective`` is :class:`BatchObjective` of ``model``, wrapped in DistributedDataParallel
-    when ``processes`` are several; each then trains on its rows of every global batch. For M2
-    (``data.labelled``), every step also takes as many labelled examples, cycling through a fresh
-    permutation of them each epoch, so that a few labels are seen throughout training.
-    Returns the mean per example (over every row trained on) of the minimised ``objective`` and of
-    the plain ELBO terms.
-    """
-    model.train()
-    batch_objective = batch_objective or BatchObjective(model, data)
-    x = data.x
-    n = x.shape[0]
-    order = torch.randperm(n, generator=generator, device=x.device)
-    labelled = None
-    if data.labelled is not None:
-        labelled = data.labelled[torch.randperm(data.labelled.numel(), generator=generator, device=x.device)]
-    noise_dim = data.noise_dim(model)
-    totals = torch.zeros(5, device=x.device)  # objective, loss, rec, kl, rows: read rarely, so few device syncs
-    steps = math.ceil(n / batch_size)
-    for step, start in enumerate(range(0, n, batch_size)):
-        streams = [order[start : start + batch_size]]
-        b = streams[0].numel()
-        if labelled is not None:
-            streams.append(labelled[(step * b + torch.arange(b, device=x.device)) % labelled.numel()])
-        objective = objective_at(epoch - 1 + step / steps)
-        mine = processes.rows(b)  # every process draws the whole batch's randomness; it keeps its rows
-        parts = []
-        for rows in streams:
-            batch = binarize(x[rows], generator) if data.dynamic_binarize else x[rows]
-            eps = torch.randn(objective.noise_shape(b, noise_dim), generator=generator, device=x.device)  # [K, B, D]
-            parts.append((batch[mine], None if data.c is None else data.c[rows[mine]], eps[:, mine]))
-        own, c, eps = parts[0] if len(parts) == 1 else (
-            torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts], 1))
-        sums = batch_objective(own, c, eps, objective)
-        optimizer.zero_grad(set_to_none=True)
-        (sums.objective / (b / processes.world_size)).backward()  # DDP averages over processes
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        with torch.no_grad():
-            totals += torch.stack((sums.objective, sums.rec + sums.kl, sums.rec, sums.kl, sums.rec.new_tensor(own.shape[0])))
-        bar.update(b)
-        if step % POSTFIX_EVERY == POSTFIX_EVERY - 1:  # an occasional read keeps the loop free of syncs
-            bar.set_postfix(loss=f"{totals[1].item() / max(totals[4].item(), 1):.2f}", refresh=False)
-            if tensorboard is not None:
-                rows_now = max(own.shape[0], 1)
-                tensorboard.step((epoch - 1) * steps + step, {"loss": (sums.rec + sums.kl) / rows_now, "rec": sums.rec / rows_now, "kl": sums.kl / rows_now})
-    totals = processes.sum(totals)
-    objective_mean, loss, rec, kl = (totals[:4] / totals[4]).tolist()
-    return {"objective": objective_mean, "loss": loss, "rec": rec, "kl": kl}
 
 
 def picture_conditions(model: VAE, n: int, test_c: torch.Tensor | None) -> torch.Tensor | None:
