@@ -28,6 +28,7 @@ def _images(page: str) -> list[str]:
 
 
 def test_report_embeds_every_picture_and_nothing_external(run_copy):
+    shutil.rmtree(run_copy / "plots", ignore_errors=True)  # keep exactly one plot: the one copied below
     (run_copy / "plots").mkdir()
     shutil.copy(run_copy / rundir.SAMPLES, run_copy / "plots" / "kl.png")
     path = write_report(run_copy)
@@ -77,8 +78,9 @@ def test_cli_report_draws_missing_plots(run_copy, capsys):
 
 
 def test_cli_report_no_plots_and_bad_run(run_copy, tmp_path, capsys):
+    shutil.rmtree(run_copy / "plots", ignore_errors=True)
     assert main(["report", str(run_copy), "--no-plots"]) == 0
-    assert not (run_copy / "plots").exists()
+    assert not (run_copy / "plots").exists()  # --no-plots draws none
     assert main(["report", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no such run directory" in err
