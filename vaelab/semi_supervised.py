@@ -13,9 +13,11 @@ labelled example and -U(x) that of an unlabelled one:
 The sum over y is computed exactly, by running every unlabelled example through the networks once
 per class. Because -U does not train q(y|x) on the labels, Kingma et al. add a classification loss
 alpha * E_labelled[-log q(y|x)] with alpha = 0.1 N; vaelab adds it per labelled example with weight
-``alpha * N / N_labelled`` (``TrainConfig.alpha``, default 0.1), which is the same objective
-written as a sum over examples, and matches Pyro's SS-VAE tutorial's weighting (46 per labelled
-example for 100 labels on MNIST).
+``alpha * N / N_labelled`` (``TrainConfig.alpha``, default 0.1), Kingma's alpha written per
+example (Pyro's SS-VAE tutorial uses 46 per labelled example for 100 labels on MNIST). The trainer
+(``epoch.py``) also puts a batch of labelled examples into every step, as M2 implementations
+commonly do, so that a few labels keep training q(y|x) throughout; each step's loss is then the mean
+bound of its ordinary batch plus that of its labelled batch.
 
 **Continuous covariates** (Ramchandran et al. 2022). The covariates c are given the prior N(0, I) in
 standard units (training mean and standard deviation), independent of z; the missing entries c_m of
