@@ -317,3 +317,17 @@ def test_covariate_model_round_trips_with_its_statistics(tmp_path):
     assert loaded.covariate_mean.abs().sum() > 0  # the training statistics, not the initial zeros
     x, c = torch.rand(3, 1, 8, 8), torch.tensor([[0.3, 4.0]] * 3)
     torch.testing.assert_close(loaded.reconstruct(x, c), run.model.reconstruct(x, c))
+
+
+def test_cli_samples_a_covariate_model_at_chosen_values(tmp_path):
+    _brightness_npz(tmp_path / "bright.npz", n=100)
+    run = vaelab.train(out=tmp_path / "run", progress=False, plots=False, **tiny_settings(
+        dataset=str(tmp_path / "bright.npz"), condition="covariates", epochs=1, likelihood="cbernoulli"))
+    out = tmp_path / "bright.png"
+    assert main(["sample", str(run.path), "-n", "4", "--covariate", "brightness=0.5", "--out", str(out)]) == 0
+    assert out.is_file()
+    from vaelab.conditioning import sample_conditions
+
+    c, _ = sample_conditions(run.model, 3, covariates={"brightness": 0.5})
+    assert c[:, 0].tolist() == [0.5] * 3  # the chosen value
+    torch.testing.assert_close(c[:, 1], run.model.covariate_mean[1].expand(3))  # the others at their training mean
