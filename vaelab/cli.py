@@ -172,9 +172,7 @@ def _add_reconstruct_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
-    import torch
-
-    from vaelab.conditioning import condition_of
+    from vaelab.conditioning import condition_of, missing_mask
     from vaelab.pipeline import load_data, resolve_device
     from vaelab.rundir import load
     from vaelab.views import reconstruction_grid, save_image
@@ -189,7 +187,7 @@ def _reconstruct(args: argparse.Namespace) -> None:
         raise VaelabError(f"{args.run}: the data are not images (shape {list(x.shape[1:])})")
     c = condition_of(run.config.model.condition, split)
     c = None if c is None else c[: args.n].to(device)
-    if c is not None and bool(torch.isnan(c).any() if c.is_floating_point() else (c < 0).any()):
+    if c is not None and bool(missing_mask(run.config.model.condition, c).any()):
         raise VaelabError(f"--split {args.split}: some covariates are hidden there; reconstruct the val or test split")
     save_image(reconstruction_grid(x.cpu(), run.model.reconstruct(x, c).clamp(0, 1).cpu()), args.out)
     print(args.out)

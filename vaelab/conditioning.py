@@ -51,25 +51,33 @@ def check_condition(config: RunConfig, dataset: Dataset) -> None:
         raise ConfigError("labelled", "applies to --condition label")
 
 
-def _hide_labels(y: torch.Tensor, n_classes: int, labelled: int | None, missing_frac: float | None,
-                 rng: np.random.Generator) -> torch.Tensor:
+def _keep_balanced_labels(y: torch.Tensor, n_classes: int, labelled: int, rng: np.random.Generator) -> torch.Tensor:
+    """``y`` with all but ``labelled`` labels hidden, the kept ones spread evenly over the classes."""
     n = y.shape[0]
+    if labelled > n:
+        raise ConfigError("labelled", f"must be at most the {n} training examples, got {labelled}")
     keep = np.zeros(n, dtype=bool)
-    if labelled is not None:
-        if labelled > n:
-            raise ConfigError("labelled", f"must be at most the {n} training examples, got {labelled}")
-        labels = y.numpy()
-        per_class = [rng.permutation(np.flatnonzero(labels == k)) for k in range(n_classes)]
-        # Round-robin over classes: N // K of each, the remainder to the first classes that have more.
-        taken = [0] * n_classes
-        while sum(taken) < labelled:
-            for k in range(n_classes):
-                if taken[k] < len(per_class[k]) and sum(taken) < labelled:
-                    keep[per_class[k][taken[k]]] = True
-                    taken[k] += 1
-    else:
-        keep = rng.random(n) >= (missing_frac or 0.0)
+    labels = y.numpy()
+    per_class = [rng.permutation(np.flatnonzero(labels == k)) for k in range(n_classes)]
+    # Round-robin over classes: N // K of each, the remainder to the first classes that have more.
+    taken = [0] * n_classes
+    while sum(taken) < labelled:
+        for k in range(n_classes):
+            if taken[k] < len(per_class[k]) and sum(taken) < labelled:
+                keep[per_class[k][taken[k]]] = True
+                taken[k] += 1
     return torch.where(torch.from_numpy(keep), y, torch.full_like(y, -1))
+
+
+def missing_mask(condition: str, c: torch.Tensor) -> torch.Tensor:
+    """Which entries of a condition tensor are missing (same shape as ``c``): labels -1, covariates NaN."""
+    return c < 0 if condition == "label" else torch.isnan(c)
+
+
+def hide_at_random(condition: str, c: torch.Tensor, frac: float, rng: np.random.Generator) -> torch.Tensor:
+    """``c`` with each label, or each covariate entry, hidden with probability ``frac``."""
+    hidden = torch.from_numpy(rng.random(tuple(c.shape)) < frac)
+    return c.masked_fill(hidden, -1 if condition == "label" else float("nan"))
 
 
 def hide_covariates(config: RunConfig, dataset: Dataset) -> Dataset:
@@ -78,15 +86,15 @@ def hide_covariates(config: RunConfig, dataset: Dataset) -> Dataset:
     if data.labelled is None and not data.missing_frac:
         return dataset
     rng = np.random.default_rng([data.data_seed, HIDE_SEED_OFFSET])
-    train = dataset.train
-    if condition == "label":
-        assert train.y is not None and dataset.classes is not None
-        train = replace(train, y=_hide_labels(train.y, len(dataset.classes), data.labelled, data.missing_frac, rng))
+    c = condition_of(condition, dataset.train)
+    assert c is not None
+    if data.labelled is not None:
+        assert dataset.classes is not None
+        c = _keep_balanced_labels(c, len(dataset.classes), data.labelled, rng)
     else:
-        assert train.c is not None
-        hidden = torch.from_numpy(rng.random(tuple(train.c.shape)) < data.missing_frac)
-        train = replace(train, c=train.c.masked_fill(hidden, float("nan")))
-    return replace(dataset, train=train)
+        c = hide_at_random(condition, c, data.missing_frac, rng)
+    field = "y" if condition == "label" else "c"
+    return replace(dataset, train=replace(dataset.train, **{field: c}))
 
 
 def is_missing(condition: str, split: Split) -> torch.Tensor | None:
@@ -94,7 +102,8 @@ def is_missing(condition: str, split: Split) -> torch.Tensor | None:
     c = condition_of(condition, split)
     if c is None:
         return None
-    return c < 0 if condition == "label" else torch.isnan(c).any(-1)
+    missing = missing_mask(condition, c)
+    return missing if condition == "label" else missing.any(-1)
 
 
 def model_settings(config: RunConfig, dataset: Dataset) -> dict:

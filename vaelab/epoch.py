@@ -118,7 +118,8 @@ def train_epoch(
     if data.labelled is not None:
         labelled = data.labelled[torch.randperm(data.labelled.numel(), generator=generator, device=x.device)]
     noise_dim = data.noise_dim(model)
-    totals = torch.zeros(5, device=x.device)  # objective, loss, rec, kl, rows: read rarely, so few device syncs
+    totals = torch.zeros(4, device=x.device)  # objective, loss, rec, kl: read rarely, so few device syncs
+    rows_seen = 0  # rows this process trained on (the labelled batches of M2 included)
     steps = math.ceil(n / batch_size)
     for step, start in enumerate(range(0, n, batch_size)):
         streams = [order[start : start + batch_size]]
@@ -141,13 +142,14 @@ def train_epoch(
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         with torch.no_grad():
-            totals += torch.stack((sums.objective, sums.rec + sums.kl, sums.rec, sums.kl, sums.rec.new_tensor(own.shape[0])))
+            totals += torch.stack((sums.objective, sums.rec + sums.kl, sums.rec, sums.kl))
+        rows_seen += own.shape[0]
         bar.update(b)
         if step % POSTFIX_EVERY == POSTFIX_EVERY - 1:  # an occasional read keeps the loop free of syncs
-            bar.set_postfix(loss=f"{totals[1].item() / max(totals[4].item(), 1):.2f}", refresh=False)
+            bar.set_postfix(loss=f"{totals[1].item() / max(rows_seen, 1):.2f}", refresh=False)
             if tensorboard is not None:
                 rows_now = max(own.shape[0], 1)
                 tensorboard.step((epoch - 1) * steps + step, {"loss": (sums.rec + sums.kl) / rows_now, "rec": sums.rec / rows_now, "kl": sums.kl / rows_now})
-    totals = processes.sum(totals)
+    totals = processes.sum(torch.cat((totals, totals.new_tensor([rows_seen]))))
     objective_mean, loss, rec, kl = (totals[:4] / totals[4]).tolist()
     return {"objective": objective_mean, "loss": loss, "rec": rec, "kl": kl}

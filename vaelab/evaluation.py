@@ -27,7 +27,7 @@ from torch.distributions import Independent, Normal
 from tqdm.auto import tqdm
 
 from vaelab import rundir
-from vaelab.conditioning import condition_of
+from vaelab.conditioning import condition_of, missing_mask
 from vaelab.datasets import Split
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_json
@@ -61,8 +61,7 @@ def elbo_averages(
 
 
 def _check_complete(model: VAE, c: torch.Tensor) -> None:
-    missing = (c < 0) if model.config.condition == "label" else torch.isnan(c)
-    if bool(missing.any()):
+    if bool(missing_mask(model.config.condition, c).any()):
         raise VaelabError("evaluation of log p(x|c) needs every covariate observed; this split has missing ones")
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from vaelab import rundir
-from vaelab.conditioning import condition_of
+from vaelab.conditioning import condition_of, hide_at_random, missing_mask
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes, atomic_write_json
 from vaelab.model import VAE
@@ -46,15 +46,6 @@ def impute_covariates(model: VAE, x: torch.Tensor, c: torch.Tensor) -> torch.Ten
         mean = model.covariate_mean + model.covariate_std * model.covariate_posterior(x[i : i + BATCH], batch).loc
         parts.append(torch.where(torch.isnan(batch), mean, batch))
     return torch.cat(parts)
-
-
-def _hide(truth: torch.Tensor, condition: str, frac: float, seed: int) -> torch.Tensor:
-    rng = np.random.default_rng([seed, HIDE_SEED])
-    if condition == "label":
-        hidden = torch.from_numpy(rng.random(truth.shape[0]) < frac)
-        return truth.masked_fill(hidden, -1)
-    hidden = torch.from_numpy(rng.random(tuple(truth.shape)) < frac)
-    return truth.masked_fill(hidden, float("nan"))
 
 
 def _label_report(model: VAE, x: torch.Tensor, shown: torch.Tensor, truth: torch.Tensor, observed_train: torch.Tensor) -> dict[str, Any]:
@@ -119,7 +110,8 @@ def impute_run(
     complete = load_data(replace(config, data=replace(config.data, labelled=None, missing_frac=None)))
     part, truth_part = getattr(hidden_data, split), getattr(complete, split)
     truth = condition_of(condition, truth_part)
-    shown = condition_of(condition, part) if split == "train" else _hide(truth, condition, hide_frac, seed)
+    shown = condition_of(condition, part) if split == "train" else hide_at_random(
+        condition, truth, hide_frac, np.random.default_rng([seed, HIDE_SEED]))
     x = part.x.to(model.prior_loc.device)
     truth, shown = truth.to(x.device), shown.to(x.device)
     if condition == "label":
@@ -131,13 +123,8 @@ def impute_run(
     report.update({"split": split, "n": int(x.shape[0]), "hide_frac": None if split == "train" else hide_frac})
     atomic_write_json(Path(run_dir) / f"imputation-{split}.json", report)
     if out is not None:
-        _write_npz(Path(out), filled.cpu(), truth.cpu(), _missing_mask(condition, shown).cpu())
+        _write_npz(Path(out), filled.cpu(), truth.cpu(), missing_mask(condition, shown).cpu())
     return report
-
-
-def _missing_mask(condition: str, c: torch.Tensor) -> torch.Tensor:
-    """Which entries are missing: labels -1, covariates NaN."""
-    return c < 0 if condition == "label" else torch.isnan(c)
 
 
 def _write_npz(path: Path, imputed: torch.Tensor, truth: torch.Tensor, was_missing: torch.Tensor) -> None:

@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from vaelab import distributed, rundir
-from vaelab.conditioning import condition_of, covariate_statistics, model_settings
+from vaelab.conditioning import condition_of, covariate_statistics, missing_mask, model_settings
 from vaelab.config import ConfigError, RunConfig, TrainConfig, read_config
 from vaelab.datasets import Dataset, Split
 from vaelab.errors import VaelabError
@@ -116,7 +116,7 @@ def _training_data(config: RunConfig, dataset: Dataset, device: torch.device) ->
         labelled = torch.nonzero(c >= 0).squeeze(1)
     if config.model.infer_missing:
         assert c is not None
-        observed = int((c >= 0).sum() if config.model.condition == "label" else (~torch.isnan(c)).sum())
+        observed = int((~missing_mask(config.model.condition, c)).sum())
         if observed == 0:
             setting = "labelled" if config.model.condition == "label" else "missing_frac"
             raise ConfigError(setting, f"no training example of {config.data.dataset} keeps a covariate")
