@@ -139,11 +139,47 @@ def test_m2_with_every_label_observed_is_a_plain_cvae_plus_the_classifier_loss()
     torch.testing.assert_close(with_classifier.objective, m2.objective + 2.5 * cross_entropy)
 
 
-def test_training_with_all_labels_builds_no_classifier_and_hiding_builds_one(tmp_path):
+def test_m2_labelled_batch_rows_add_only_the_classification_term():
+    """The trainer's extra labelled rows classify; the bound counts the ordinary rows alone."""
+    model, x = _label_model(), _binary((7, 1, 4, 4))
+    y = torch.tensor([0, -1, 2, -1, 1, 3, 2])
+    classify_only = torch.tensor([False, False, False, False, False, True, True])
+    eps = torch.randn(1, 7, 3, generator=torch.Generator().manual_seed(8))
+    sums = label_sums(model, x, y, eps, Objective(), label_weight=4.0, classify_only=classify_only)
+    bound = label_sums(model, x[:5], y[:5], eps[:, :5], Objective(), label_weight=0.0)
+    cross_entropy = torch.nn.functional.cross_entropy(model.classify(x[5:]), y[5:], reduction="sum")
+    torch.testing.assert_close(sums.objective, bound.objective + 4.0 * cross_entropy)
+    torch.testing.assert_close(sums.rec, bound.rec)
+    torch.testing.assert_close(sums.kl, bound.kl)
+
+
+def test_shared_classifier_reads_the_encoders_hidden_layers_and_y_joins_after_them():
+    model, x = _label_model(), _binary((5, 1, 4, 4))
+    first = model.encoder_net.features[1][0][0]  # Flatten, then the hidden Linear + ReLU
+    hidden = torch.relu(first(x.flatten(1)))
+    torch.testing.assert_close(model.classify(x), model.label_head(hidden))
+    y = model.condition_vector(torch.tensor([0, 1, 2, 3, 0]))
+    torch.testing.assert_close(model.encoder_net(x, y), model.encoder_net.head(torch.cat((hidden, y), -1)))
+    # The bound of unlabelled examples trains the layers q(y|x) reads.
+    negative_u, _, _ = unlabelled_terms(model, x, torch.randn(5, 3))
+    assert torch.autograd.grad(negative_u.sum(), first.weight)[0].abs().sum() > 0
+
+
+def test_config_written_before_the_classifier_setting_keeps_its_own_network():
+    model = {"condition": "label", "class_names": list(CLASSES), "infer_missing": True, "input_shape": [1, 4, 4]}
+    assert vaelab.RunConfig.from_dict({"model": model}).model.classifier == "separate"
+    assert vaelab.RunConfig.from_dict({"model": {**model, "classifier": "shared"}}).model.classifier == "shared"
+    assert vaelab.RunConfig.from_dict({"model": {**model, "infer_missing": False}}).model.classifier == "shared"
+
+
+@pytest.mark.parametrize("classifier, module", [("shared", "label_head"), ("separate", "label_net")])
+def test_training_with_all_labels_builds_no_classifier_and_hiding_builds_one(tmp_path, classifier, module):
     plain = vaelab.train(out=tmp_path / "cvae", progress=False, **tiny_settings(epochs=1, condition="label"))
-    assert plain.config.model.infer_missing is False and not hasattr(plain.model, "label_net")
-    m2 = vaelab.train(out=tmp_path / "m2", progress=False, **tiny_settings(epochs=1, condition="label", labelled=50))
-    assert m2.config.model.infer_missing is True and hasattr(m2.model, "label_net")
+    assert plain.config.model.infer_missing is False
+    assert not hasattr(plain.model, "label_net") and not hasattr(plain.model, "label_head")
+    m2 = vaelab.train(out=tmp_path / "m2", progress=False,
+                      **tiny_settings(epochs=1, condition="label", labelled=50, classifier=classifier))
+    assert m2.config.model.infer_missing is True and hasattr(m2.model, module)
     loaded = vaelab.load(tmp_path / "m2")
     x = torch.rand(3, 1, 8, 8)
     torch.testing.assert_close(loaded.model.classify(x), m2.model.classify(x))

@@ -69,6 +69,8 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--gaussian-scale", type=float, help="fixed sigma of the gaussian likelihood (default: learned)")
     model.add_argument("--condition", choices=("none", "label", "covariates"),
                        help=f"condition encoder and decoder on the class label or on continuous covariates (default: {m.condition})")
+    model.add_argument("--classifier", choices=("shared", "separate"),
+                       help=f"M2's q(y|x): a softmax on the encoder's hidden layers, or a network of its own (default: {m.classifier})")
     opt = p.add_argument_group("training")
     opt.add_argument("--epochs", type=int, help=f"passes over the training set (default: {t.epochs})")
     opt.add_argument("--batch-size", type=int, help=f"examples per step (default: {t.batch_size})")
@@ -99,7 +101,7 @@ SETTINGS = (
     "dataset", "data_dir", "binarize", "val_size", "arch", "hidden", "channels", "latent_dim",
     "likelihood", "gaussian_scale", "epochs", "batch_size", "lr", "grad_clip", "early_stopping",
     "seed", "device", "labelled", "missing_frac", "condition", "objective", "beta", "warmup_epochs",
-    "free_bits", "iwae_samples", "alpha", "precision", "compile",
+    "free_bits", "iwae_samples", "alpha", "precision", "compile", "classifier",
 )
 
 

@@ -24,6 +24,7 @@ ARCHITECTURES = ("mlp", "conv")
 LIKELIHOOD_NAMES = ("bernoulli", "gaussian", "cbernoulli")
 BINARIZATIONS = ("none", "static", "dynamic")
 CONDITIONS = ("none", "label", "covariates")
+CLASSIFIERS = ("shared", "separate")
 OBJECTIVES = ("elbo", "beta", "iwae")
 PRECISIONS = ("fp32", "bf16")
 
@@ -106,6 +107,7 @@ class ModelConfig:
     class_names: tuple[str, ...] | None = None  # label models: class names, index = label (from the data)
     covariate_names: tuple[str, ...] | None = None  # covariate models: column names (from the data)
     infer_missing: bool = False  # add q(y|x) or q(c_missing|x, c_observed): set when covariates are missing
+    classifier: str = "shared"  # M2's q(y|x): "shared" reads the encoder's hidden layers, "separate" is its own network
 
     def __post_init__(self) -> None:
         _require(self.arch in ARCHITECTURES, "arch", f"expected one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
@@ -127,6 +129,7 @@ class ModelConfig:
             "condition",
             f"expected one of {', '.join(CONDITIONS)}, got {self.condition!r}",
         )
+        _require(self.classifier in CLASSIFIERS, "classifier", f"expected one of {', '.join(CLASSIFIERS)}, got {self.classifier!r}")
         if self.class_names is not None:
             self.class_names = tuple(str(name) for name in self.class_names)
         if self.covariate_names is not None:
@@ -238,6 +241,8 @@ class RunConfig:
             extra = set(values) - allowed
             if extra:
                 raise VaelabError(f"{source}: unknown setting(s) {sorted(extra)} in section {name!r}")
+            if name == "model" and values.get("infer_missing") and "classifier" not in values:
+                values = {**values, "classifier": "separate"}  # runs from before the setting had their own q(y|x)
             parts[name] = section(**values)
         return cls(**parts)
 

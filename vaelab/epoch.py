@@ -46,9 +46,10 @@ class TrainingData:
         extra = self.c.shape[1] if self.infer_missing and self.condition == "covariates" else 0
         return model.latent_dim + extra
 
-    def batch_sums(self, model: VAE, x: torch.Tensor, c: torch.Tensor | None, eps: torch.Tensor, objective: Objective) -> BatchSums:
+    def batch_sums(self, model: VAE, x: torch.Tensor, c: torch.Tensor | None, eps: torch.Tensor, objective: Objective,
+                   classify_only: torch.Tensor | None = None) -> BatchSums:
         if self.infer_missing and self.condition == "label":
-            return label_sums(model, x, c, eps, objective, self.label_weight)
+            return label_sums(model, x, c, eps, objective, self.label_weight, classify_only)
         if self.infer_missing:
             return covariate_sums(model, x, c, eps, objective, self.label_weight)
         return objective_sums(model, x, model.condition_vector(c), eps, objective)
@@ -64,13 +65,14 @@ class BatchObjective(torch.nn.Module):
         self.data = data
         self.bf16 = precision == "bf16"
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None, eps: torch.Tensor, objective: Objective) -> BatchSums:
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None, eps: torch.Tensor, objective: Objective,
+                classify_only: torch.Tensor | None = None) -> BatchSums:
         if x.shape[0] == 0:  # a process with no rows of a short last batch still joins the gradient all-reduce
             zero = sum(p.sum() for p in self.model.parameters()) * 0
             return BatchSums(zero, zero.detach(), zero.detach())
         # bf16: matrix products in bfloat16, everything the model turns into a distribution in fp32.
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.data.batch_sums(self.model, x, c, eps, objective)
+            return self.data.batch_sums(self.model, x, c, eps, objective, classify_only)
 
 
 def objective_schedule(config: TrainConfig) -> Callable[[float], Objective]:
@@ -119,7 +121,7 @@ def train_epoch(
         labelled = data.labelled[torch.randperm(data.labelled.numel(), generator=generator, device=x.device)]
     noise_dim = data.noise_dim(model)
     totals = torch.zeros(4, device=x.device)  # objective, loss, rec, kl: read rarely, so few device syncs
-    rows_seen = 0  # rows this process trained on (the labelled batches of M2 included)
+    rows_seen = 0  # rows of the ordinary batches this process trained on (M2's labelled batches only classify)
     steps = math.ceil(n / batch_size)
     for step, start in enumerate(range(0, n, batch_size)):
         streams = [order[start : start + batch_size]]
@@ -135,7 +137,10 @@ def train_epoch(
             parts.append((batch[mine], None if data.c is None else data.c[rows[mine]], eps[:, mine]))
         own, c, eps = parts[0] if len(parts) == 1 else (
             torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts], 1))
-        sums = batch_objective(own, c, eps, objective)
+        classify_only = None
+        if labelled is not None:  # the labelled batch adds only the classification term
+            classify_only = torch.arange(own.shape[0], device=x.device) >= parts[0][0].shape[0]
+        sums = batch_objective(own, c, eps, objective, classify_only)
         optimizer.zero_grad(set_to_none=True)
         (sums.objective / (b / processes.world_size)).backward()  # DDP averages over processes
         if grad_clip is not None:
@@ -143,7 +148,7 @@ def train_epoch(
         optimizer.step()
         with torch.no_grad():
             totals += torch.stack((sums.objective, sums.rec + sums.kl, sums.rec, sums.kl))
-        rows_seen += own.shape[0]
+        rows_seen += parts[0][0].shape[0]
         bar.update(b)
         if step % POSTFIX_EVERY == POSTFIX_EVERY - 1:  # an occasional read keeps the loop free of syncs
             bar.set_postfix(loss=f"{totals[1].item() / max(rows_seen, 1):.2f}", refresh=False)

@@ -61,7 +61,8 @@ class VAE(nn.Module):
         assert config.input_shape is not None, "set config.input_shape (done by vaelab.train from the data)"
         self.config = config
         self.condition_dim = condition_dim(config)
-        self.encoder_net = build_encoder(config, 2 * config.latent_dim, self.condition_dim)
+        shared_classifier = config.infer_missing and config.condition == "label" and config.classifier == "shared"
+        self.encoder_net = build_encoder(config, 2 * config.latent_dim, self.condition_dim, condition_last=shared_classifier)
         self.decoder_net = build_decoder(config, self.condition_dim)
         self.event_ndims = len(config.input_shape)
         if config.likelihood == "gaussian" and config.gaussian_scale is None:
@@ -74,7 +75,9 @@ class VAE(nn.Module):
             # and q(c_missing|...) works, in standard units (c - mean) / std.
             self.register_buffer("covariate_mean", torch.zeros(self.condition_dim))
             self.register_buffer("covariate_std", torch.ones(self.condition_dim))
-        if config.infer_missing and config.condition == "label":
+        if shared_classifier:  # q(y|x): a softmax layer on the encoder's hidden layers, trained on every example
+            self.label_head = nn.Linear(self.encoder_net.n_features, self.condition_dim)
+        elif config.infer_missing and config.condition == "label":
             self.label_net = build_encoder(config, self.condition_dim)  # logits of q(y|x)
         if config.infer_missing and config.condition == "covariates":
             # q(c|x, c_observed): mean and pre-softplus scale per covariate, reading the observed
@@ -116,10 +119,14 @@ class VAE(nn.Module):
         loc, scale = self.posterior_params(x, self.condition_vector(c))
         return Independent(Normal(loc, scale, validate_args=False), 1)
 
-    def posterior_params(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def posterior_params(
+        self, x: torch.Tensor, condition: torch.Tensor | None = None, features: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, sigma) of q(z|x, c), each ``[B, latent_dim]``, given the condition *vector*
-        (:meth:`condition_vector`); sigma = softplus(.) cannot overflow as exp(log-variance) can."""
-        loc, raw_scale = _full_precision(self.encoder_net(x, condition)).chunk(2, dim=-1)
+        (:meth:`condition_vector`); sigma = softplus(.) cannot overflow as exp(log-variance) can.
+        ``features`` are the encoder's :meth:`encoder_features` of x when already computed."""
+        h = self.encoder_features(x) if features is None else features
+        loc, raw_scale = _full_precision(self.encoder_net.from_features(h, condition)).chunk(2, dim=-1)
         return loc, F.softplus(raw_scale) + _MIN_SCALE
 
     def decode(self, z: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
@@ -131,8 +138,17 @@ class VAE(nn.Module):
         params = _full_precision(self.decoder_net(z, condition))
         return make_likelihood(self.config.likelihood, params, self.event_ndims, self.observation_scale())
 
-    def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of q(y|x), ``[B, n_classes]`` (label models trained with missing labels)."""
+    def encoder_features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the encoder reads from x before the condition joins (the input to
+        :meth:`posterior_params` and, when shared, to q(y|x)): ``[B, n_features]``. M2 computes
+        it once per example rather than once per class."""
+        return self.encoder_net.features_of(x)
+
+    def classify(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of q(y|x), ``[B, n_classes]`` (label models trained with missing labels); a shared
+        classifier reads the encoder's ``features`` of x (computed here when not given)."""
+        if hasattr(self, "label_head"):
+            return self.label_head(self.encoder_features(x) if features is None else features)
         if not hasattr(self, "label_net"):
             raise ValueError("this model has no q(y|x): it was trained with every label observed")
         return self.label_net(x)

@@ -47,13 +47,23 @@ class Encoder(nn.Module):
                  hidden: tuple[int, ...], out_features: int, condition_dim: int) -> None:
         super().__init__()
         self.features = features
+        self.n_features = n_features
         self.head = _mlp([n_features + condition_dim, *hidden, out_features])
         self.input_shape = tuple(input_shape)
         self.out_features = out_features
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        return self.from_features(self.features_of(x), condition)
+
+    def features_of(self, x: torch.Tensor) -> torch.Tensor:
+        """What the encoder reads from x alone, before the condition joins: ``[..., n_features]``."""
         lead = x.shape[: x.dim() - len(self.input_shape)]
-        h = self.features(x.reshape(-1, *self.input_shape))  # [N, F]
+        return self.features(x.reshape(-1, *self.input_shape)).reshape(*lead, self.n_features)
+
+    def from_features(self, h: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """The output given :meth:`features_of` ``h: [..., n_features]`` and the condition."""
+        lead = h.shape[:-1]
+        h = h.reshape(-1, self.n_features)
         return self.head(_with_condition(h, condition, lead)).reshape(*lead, self.out_features)
 
 
@@ -149,13 +159,24 @@ def conv_decoder(latent_dim: int, channels: tuple[int, ...], hidden: tuple[int, 
     return Decoder(head, nn.Sequential(*layers), latent_dim, output_shape)
 
 
-def build_encoder(config: ModelConfig, out_features: int, condition_dim: int = 0) -> Encoder:
-    """An encoder of ``config.arch`` reading x (and a condition vector): q(z|x, c), q(y|x), ..."""
+def build_encoder(config: ModelConfig, out_features: int, condition_dim: int = 0, condition_last: bool = False) -> Encoder:
+    """An encoder of ``config.arch`` reading x (and a condition vector): q(z|x, c), q(y|x), ...
+
+    ``condition_last`` moves the hidden dense layers into ``features``, so that the condition joins
+    only at the output layer and everything before it reads x alone (a classifier can then share it).
+    """
     assert config.input_shape is not None, "input_shape is filled in from the data before building"
     shape = tuple(config.input_shape)
     if config.arch == "conv":
-        return conv_encoder(shape, config.channels, config.hidden, out_features, condition_dim)
-    return mlp_encoder(shape, config.hidden, out_features, condition_dim)
+        encoder = conv_encoder(shape, config.channels, () if condition_last else config.hidden, out_features, condition_dim)
+    else:
+        encoder = mlp_encoder(shape, () if condition_last else config.hidden, out_features, condition_dim)
+    if condition_last and config.hidden:
+        dense = nn.Sequential(_mlp([encoder.n_features, *config.hidden]), nn.ReLU())
+        encoder.features = nn.Sequential(encoder.features, dense)
+        encoder.n_features = config.hidden[-1]
+        encoder.head = _mlp([encoder.n_features + condition_dim, out_features])
+    return encoder
 
 
 def build_decoder(config: ModelConfig, condition_dim: int = 0) -> Decoder:

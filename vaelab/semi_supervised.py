@@ -16,8 +16,16 @@ alpha * E_labelled[-log q(y|x)] with alpha = 0.1 N; vaelab adds it per labelled 
 ``alpha * N / N_labelled`` (``TrainConfig.alpha``, default 0.1), Kingma's alpha written per
 example (Pyro's SS-VAE tutorial uses 46 per labelled example for 100 labels on MNIST). The trainer
 (``epoch.py``) also puts a batch of labelled examples into every step, as M2 implementations
-commonly do, so that a few labels keep training q(y|x) throughout; each step's loss is then the mean
-bound of its ordinary batch plus that of its labelled batch.
+commonly do, so that a few labels keep training q(y|x) throughout. That batch adds only the
+classification term: the bound still counts every example once per epoch, as in Kingma's J^alpha.
+Adding the labelled batch's bound too would weigh the few labelled images N / N_labelled times
+more than the rest in p(x|y, z); on Fashion-MNIST with 100 labels that left q(y|x) worse than the
+same network trained on the labels alone (BENCHMARKS.md).
+
+By default (``ModelConfig.classifier = "shared"``) q(y|x) is a softmax layer on the encoder's hidden
+layers, and y joins q(z|x, y) after them: the layers that read x are trained by the bound of every
+example, labelled or not, as well as by the labels (Berkhahn et al. 2019 share them the same way).
+``"separate"`` gives q(y|x) a network of its own, as in Kingma et al.
 
 **Continuous covariates** (Ramchandran et al. 2022). The covariates c are given the prior N(0, I) in
 standard units (training mean and standard deviation), independent of z; the missing entries c_m of
@@ -51,10 +59,12 @@ from vaelab.objectives import BatchSums, Objective, diagonal_gaussian_kl
 
 
 def elbo_per_example(
-    model: VAE, x: torch.Tensor, condition: torch.Tensor | None, eps: torch.Tensor, kl_weight: float = 1.0
+    model: VAE, x: torch.Tensor, condition: torch.Tensor | None, eps: torch.Tensor, kl_weight: float = 1.0,
+    features: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(objective, rec, kl), each ``[B]``: objective = rec + kl_weight * kl, one sample ``eps: [B, D]``."""
-    loc, scale = model.posterior_params(x, condition)
+    """(objective, rec, kl), each ``[B]``: objective = rec + kl_weight * kl, one sample ``eps: [B, D]``;
+    ``features`` are :meth:`VAE.encoder_features` of x if already computed."""
+    loc, scale = model.posterior_params(x, condition, features)
     rec = -model.likelihood(loc + scale * eps, condition).log_prob(x)
     kl = diagonal_gaussian_kl(loc, scale, model.prior_loc, model.prior_scale).sum(-1)
     return rec + kl_weight * kl, rec, kl
@@ -65,16 +75,19 @@ def unlabelled_terms(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(-U(x), E_q(y|x)[rec], E_q(y|x)[kl]), each ``[B]``, summing over every class exactly.
 
-    All classes go through the networks as one ``[n_classes * B]`` batch with the same noise ``eps``.
+    All classes go through the networks as one ``[n_classes * B]`` batch with the same noise ``eps``;
+    the encoder's layers before y joins run once per example.
     """
     n_classes, batch = model.condition_dim, x.shape[0]
-    log_q_y = F.log_softmax(model.classify(x), dim=-1)  # [B, Y]
+    features = model.encoder_features(x)  # [B, F]
+    log_q_y = F.log_softmax(model.classify(x, features), dim=-1)  # [B, Y]
     q_y = log_q_y.exp()
     one_hot = torch.eye(n_classes, dtype=x.dtype, device=x.device).repeat_interleave(batch, dim=0)  # [Y*B, Y]
     repeated = x.repeat(n_classes, *([1] * (x.dim() - 1)))
     objective, rec, kl = (
         t.reshape(n_classes, batch).T  # [B, Y]
-        for t in elbo_per_example(model, repeated, one_hot, eps.repeat(n_classes, 1), kl_weight)
+        for t in elbo_per_example(model, repeated, one_hot, eps.repeat(n_classes, 1), kl_weight,
+                                  features.repeat(n_classes, 1))
     )
     log_prior_y = -math.log(n_classes)
     entropy = -(q_y * log_q_y).sum(-1)
@@ -83,26 +96,33 @@ def unlabelled_terms(
 
 
 def label_sums(
-    model: VAE, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, objective: Objective, label_weight: float
+    model: VAE, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, objective: Objective, label_weight: float,
+    classify_only: torch.Tensor | None = None,
 ) -> BatchSums:
     """Batch totals of the M2 objective for labels ``y: [B]`` (-1 where hidden), noise ``eps: [1, B, D]``.
 
-    ``label_weight`` multiplies -log q(y|x) of each labelled example (alpha N / N_labelled). The
-    reported rec and kl are those of -L for labelled and their q(y|x)-expectations for the rest.
+    Rows marked in ``classify_only: [B]`` (the trainer's extra labelled batch) contribute only the
+    classification term ``label_weight`` * -log q(y|x); the other rows contribute their bound, -L(x, y)
+    when labelled and -U(x) when not (and the classification term too when ``classify_only`` is None).
+    The reported rec and kl are those of the bound rows: -L's for labelled, q(y|x)-expectations for the rest.
     """
     eps = eps[0]
     labelled = y >= 0
+    bound_rows = torch.ones_like(labelled) if classify_only is None else ~classify_only
+    classified = labelled if classify_only is None else labelled & classify_only
     total = rec_total = kl_total = x.new_zeros(())
-    if labelled.any():
-        xl, yl = x[labelled], y[labelled]
+    if classified.any():
+        total = label_weight * F.cross_entropy(model.classify(x[classified]), y[classified], reduction="sum")
+    with_label = labelled & bound_rows
+    if with_label.any():
+        xl, yl = x[with_label], y[with_label]
         one_hot = F.one_hot(yl, model.condition_dim).to(x.dtype)
-        objective_l, rec, kl = elbo_per_example(model, xl, one_hot, eps[labelled], objective.kl_weight)
-        cross_entropy = F.cross_entropy(model.classify(xl), yl, reduction="sum")
-        total = objective_l.sum() + math.log(model.condition_dim) * xl.shape[0] + label_weight * cross_entropy
+        objective_l, rec, kl = elbo_per_example(model, xl, one_hot, eps[with_label], objective.kl_weight)
+        total = total + objective_l.sum() + math.log(model.condition_dim) * xl.shape[0]
         rec_total, kl_total = rec.sum(), kl.sum()
-    if not labelled.all():
-        unlabelled = ~labelled
-        negative_u, rec, kl = unlabelled_terms(model, x[unlabelled], eps[unlabelled], objective.kl_weight)
+    without_label = ~labelled & bound_rows
+    if without_label.any():
+        negative_u, rec, kl = unlabelled_terms(model, x[without_label], eps[without_label], objective.kl_weight)
         total = total + negative_u.sum()
         rec_total, kl_total = rec_total + rec.sum(), kl_total + kl.sum()
     return BatchSums(total, rec_total, kl_total)
