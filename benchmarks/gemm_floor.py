@@ -7,6 +7,13 @@ the loss, Adam) is overhead on top. This script times exactly those products, wi
 memory layouts autograd uses, on this machine and thread count, and multiplies by the steps of an
 epoch: no implementation of the same model can be faster than that in fp32.
 
+Back to back, every product finds its operands hot in cache. A training loop cannot: each step reads
+a fresh batch, feeds each product the previous one's output, and must then update every weight (the
+optimizer reads and writes the parameters, gradients and its moments, which evicts the weights from
+the caches). :func:`loop_seconds_per_step` times that least any loop must do: the same products in
+step order on shuffled batches of a data tensor, with and without one fused Adam update of a
+parameter vector of the model's size; no activations, loss or autograd.
+
     python benchmarks/gemm_floor.py [--batch 128] [--examples 55000]
 """
 
@@ -49,6 +56,49 @@ def gemm_seconds_per_step(batch: int, layers: tuple[tuple[int, int], ...] = CLAS
     return totals
 
 
+def loop_seconds_per_step(batch: int, examples: int, layers: tuple[tuple[int, int], ...] = CLASSIC_LAYERS,
+                          rounds: int = 3) -> dict[str, float]:
+    """Seconds per step of the bare minimum of a training loop: {"gemms": the products in step order,
+    "gemms_adam": the same plus a fused Adam update}; each the best of ``rounds`` passes over the data."""
+    data = torch.rand(examples, layers[0][0])
+    weights = [torch.randn(n_out, n_in) * 0.01 for n_in, n_out in layers]
+    biases = [torch.zeros(n_out) for _, n_out in layers]
+    flat = torch.nn.Parameter(torch.zeros(sum(w.numel() + b.numel() for w, b in zip(weights, biases))))
+    flat.grad = torch.randn_like(flat) * 1e-3
+    adam = torch.optim.Adam([flat], lr=1e-3, fused=True)
+    latent = layers[2][0]
+
+    def step(x: torch.Tensor) -> None:  # forward, then backward from the output layer down; no gradient for x
+        h1 = torch.addmm(biases[0], x, weights[0].t())
+        e = torch.addmm(biases[1], h1, weights[1].t())
+        z = e[:, :latent]
+        h3 = torch.addmm(biases[2], z, weights[2].t())
+        out = torch.addmm(biases[3], h3, weights[3].t())
+        torch.mm(out.t(), h3)
+        dh3 = torch.mm(out, weights[3])
+        torch.mm(dh3.t(), z)
+        dz = torch.mm(dh3, weights[2])
+        de = torch.cat((dz, dz), 1)
+        torch.mm(de.t(), h1)
+        torch.mm(torch.mm(de, weights[1]).t(), x)
+
+    result = {}
+    for name, with_adam in (("gemms", False), ("gemms_adam", True)):
+        best = math.inf
+        for _ in range(rounds):
+            order = torch.randperm(examples)
+            started = time.perf_counter()
+            steps = 0
+            for start in range(0, examples - batch + 1, batch):
+                step(data[order[start : start + batch]])
+                if with_adam:
+                    adam.step()
+                steps += 1
+            best = min(best, (time.perf_counter() - started) / steps)
+        result[name] = best
+    return result
+
+
 def epoch_floor(batch: int, examples: int, layers: tuple[tuple[int, int], ...] = CLASSIC_LAYERS) -> tuple[float, dict[str, float]]:
     """(seconds per epoch of GEMMs alone, the per-step split by kind)."""
     parts = gemm_seconds_per_step(batch, layers)
@@ -66,6 +116,9 @@ def main() -> None:
     for kind, seconds in parts.items():
         print(f"  {kind:<12} {seconds * 1e3:.3f} ms/step")
     print(f"GEMM floor: {floor:.2f} s/epoch")
+    loop = loop_seconds_per_step(args.batch, args.examples)
+    for name, seconds in loop.items():
+        print(f"in a loop, {name}: {seconds * steps:.2f} s/epoch ({seconds * steps / floor:.2f}x the floor)")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ does: a ``torch.utils.data.Dataset`` that converts one image at a time (uint8 ->
 torchvision's ``ToTensor``), a shuffling ``DataLoader``, a log-variance encoder, sigmoid outputs and
 ``F.binary_cross_entropy``. vaelab's is :func:`vaelab.epoch.train_epoch` on an in-memory tensor.
 Epochs alternate between the two loops so that drifts in machine load hit both alike; the figure
-per loop is its median epoch.
+per loop is its median epoch. The same run then times the GEMM floor and the least a training loop
+must do (``gemm_floor.py``), and an epoch of the conv model (``--conv-epochs``, 0 to skip).
 
-    python benchmarks/train_speed.py [--epochs 3] [--data-dir DIR]
+    python benchmarks/train_speed.py [--epochs 3] [--conv-epochs 1] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from gemm_floor import epoch_floor
+from gemm_floor import epoch_floor, loop_seconds_per_step
 from vaelab.config import ModelConfig, TrainConfig
 from vaelab.datasets import load_dataset
 from vaelab.model import VAE
@@ -81,6 +82,7 @@ def tutorial_epoch(model: TutorialVAE, optimizer: torch.optim.Optimizer, loader:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per loop (default: 3)")
+    parser.add_argument("--conv-epochs", type=int, default=1, help="timed epochs of the conv model (default: 1)")
     parser.add_argument("--data-dir", help="parent folder of fashion-mnist/")
     args = parser.parse_args()
 
@@ -111,10 +113,32 @@ def main() -> None:
         print(f"epoch {epoch + 1}: tutorial {times['tutorial'][-1]:.2f} s, vaelab {times['vaelab'][-1]:.2f} s", flush=True)
 
     floor, _ = epoch_floor(128, len(raw))
+    steps = -(-len(raw) // 128)
+    loop = {name: seconds * steps for name, seconds in loop_seconds_per_step(128, len(raw)).items()}
     tutorial_s, vaelab_s = statistics.median(times["tutorial"]), statistics.median(times["vaelab"])
     print(f"examples per epoch: {len(raw)}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"median s/epoch: tutorial loop {tutorial_s:.2f}, vaelab {vaelab_s:.2f}, fp32 GEMM floor {floor:.2f}")
-    print(f"speed-up over the tutorial loop: {tutorial_s / vaelab_s:.2f}x; vaelab / GEMM floor: {vaelab_s / floor:.2f}x")
+    print(f"least a loop must do, s/epoch: the GEMMs in step order {loop['gemms']:.2f}, plus fused Adam {loop['gemms_adam']:.2f}")
+    print(f"speed-up over the tutorial loop: {tutorial_s / vaelab_s:.2f}x; vaelab / GEMM floor: {vaelab_s / floor:.2f}x; "
+          f"vaelab / (GEMMs + Adam in a loop): {vaelab_s / loop['gemms_adam']:.2f}x; "
+          f"tutorial / (GEMMs + Adam in a loop): {tutorial_s / loop['gemms_adam']:.2f}x")
+    if args.conv_epochs:
+        conv_epoch(images, args.conv_epochs)
+
+
+def conv_epoch(images: torch.Tensor, epochs: int) -> None:
+    """vaelab's conv model (two stride-2 convs 32-64, dense 400, latent 20) on the same data."""
+    model = VAE(ModelConfig(arch="conv", channels=(32, 64), hidden=(400,), latent_dim=20, likelihood="bernoulli",
+                            input_shape=(1, 28, 28)))
+    optimizer = make_optimizer(model, 1e-3)
+    data = TrainingData(x=images, c=None, condition="none", infer_missing=False, dynamic_binarize=False, label_weight=0.0)
+    generator = torch.Generator().manual_seed(0)
+    seconds = []
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        train_epoch(model, optimizer, data, 128, generator, objective_schedule(TrainConfig()), epoch + 1, None, tqdm(disable=True))
+        seconds.append(time.perf_counter() - started)
+    print(f"conv model (vaelab loop): {statistics.median(seconds):.2f} s/epoch (median of {epochs})")
 
 
 if __name__ == "__main__":
