@@ -367,3 +367,30 @@ def test_cli_samples_a_covariate_model_at_chosen_values(tmp_path):
     c, _ = sample_conditions(run.model, 3, covariates={"brightness": 0.5})
     assert c[:, 0].tolist() == [0.5] * 3  # the chosen value
     torch.testing.assert_close(c[:, 1], run.model.covariate_mean[1].expand(3))  # the others at their training mean
+
+
+def test_each_m2_step_adds_a_labelled_batch_that_only_classifies():
+    """train_epoch marks exactly the rows drawn from the labelled examples as classification-only."""
+    from tqdm import tqdm
+
+    from vaelab.epoch import BatchObjective, TrainingData, train_epoch
+
+    model = _label_model()
+    x = _binary((10, 1, 4, 4))
+    y = torch.tensor([0, -1, -1, 1, -1, -1, 2, -1, 3, -1])
+    data = TrainingData(x=x, c=y, condition="label", infer_missing=True, dynamic_binarize=False,
+                        label_weight=3.0, labelled=torch.nonzero(y >= 0).squeeze(1))
+    seen = []
+
+    class Recording(BatchObjective):
+        def forward(self, x, c, eps, objective, classify_only=None):
+            seen.append((x.shape[0], c.clone(), classify_only.clone()))
+            return super().forward(x, c, eps, objective, classify_only)
+
+    optimizer = torch.optim.Adam(model.parameters())
+    train_epoch(model, optimizer, data, 4, torch.Generator().manual_seed(0), objective_schedule(TrainConfig()), 1,
+                None, tqdm(disable=True), batch_objective=Recording(model, data))
+    assert [rows for rows, _, _ in seen] == [8, 8, 4]  # batches of 4, 4, 2, each with as many labelled rows
+    for rows, c, classify_only in seen:
+        assert classify_only.tolist() == [False] * (rows // 2) + [True] * (rows // 2)
+        assert bool((c[classify_only] >= 0).all())
