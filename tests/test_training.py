@@ -60,6 +60,32 @@ def test_load_round_trip_gives_equal_tensors_and_outputs(trained_run):
     assert set(load_file(trained_run.path / rundir.MODEL)) == set(trained_run.model.state_dict())
 
 
+# Parameter names in runs saved before conditional models (each network one ``body`` Sequential).
+_FIRST_LAYOUT = {
+    "mlp": {"encoder_net.head.0": "encoder_net.body.1", "encoder_net.head.2": "encoder_net.body.3",
+            "decoder_net.head.0": "decoder_net.body.0", "decoder_net.head.2": "decoder_net.body.2"},
+    "conv": {"encoder_net.features.0": "encoder_net.body.0", "encoder_net.features.2": "encoder_net.body.2",
+             "encoder_net.head.0": "encoder_net.body.5", "encoder_net.head.2": "encoder_net.body.7",
+             "decoder_net.head.0": "decoder_net.body.0.0", "decoder_net.head.2": "decoder_net.body.0.2",
+             "decoder_net.body.1": "decoder_net.body.3", "decoder_net.body.3": "decoder_net.body.5"},
+}
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_runs_saved_with_the_first_parameter_names_still_load(tmp_path, arch):
+    run = vaelab.train(out=tmp_path / arch, progress=False, **tiny_settings(epochs=1, arch=arch, channels=(4, 8)))
+    old_names = {}
+    for name, tensor in run.model.state_dict().items():
+        module, leaf = name.rsplit(".", 1)
+        old_names[f"{_FIRST_LAYOUT[arch][module]}.{leaf}"] = tensor
+    assert len(old_names) == len(run.model.state_dict())
+    rundir._write_safetensors(run.path / rundir.MODEL, old_names, {"format": "vaelab-model-1"})
+    loaded = vaelab.load(run.path)
+    x = torch.rand(4, 1, 8, 8)
+    torch.testing.assert_close(loaded.model.decode(loaded.model.encode(x).mean).mean,
+                               run.model.decode(run.model.encode(x).mean).mean, rtol=0, atol=0)
+
+
 def test_same_seed_same_bits_and_other_seed_differs(tmp_path):
     a = vaelab.train(out=tmp_path / "a", progress=False, **tiny_settings(epochs=2, binarize="dynamic"))
     b = vaelab.train(out=tmp_path / "b", progress=False, **tiny_settings(epochs=2, binarize="dynamic"))

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
-from vaelab.config import RunConfig, read_config
+from vaelab.config import ModelConfig, RunConfig, read_config
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from vaelab.model import VAE
@@ -175,9 +175,40 @@ def check_run_dir(run_dir: str | os.PathLike) -> Path:
     return path
 
 
+def _names_before_conditional_networks(weights: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Weights saved before conditional models existed, under today's parameter names.
+
+    Those networks were one ``body`` Sequential each: the encoder [conv, ReLU] * L, Flatten, then the
+    dense layers; the decoder its dense layers (mlp) or [dense Sequential, ReLU, Unflatten, transposed
+    convs...] (conv). Today the encoder splits into ``features`` (convs) and ``head`` (dense), the
+    decoder into ``head`` (dense) and ``body`` (Unflatten and transposed convs). Newer files pass through.
+    """
+    if not any(name.startswith("encoder_net.body.") for name in weights):
+        return weights
+    convs = len(config.channels) if config.arch == "conv" else 0
+    renamed = {}
+    for name, tensor in weights.items():
+        net, part, *rest = name.split(".")
+        if part == "body" and net == "encoder_net":
+            index = int(rest[0])
+            rest = ["features", rest[0], *rest[1:]] if index < 2 * convs else ["head", str(index - 2 * convs - 1), *rest[1:]]
+            name = ".".join([net, *rest])
+        elif part == "body" and net == "decoder_net":
+            index = int(rest[0])
+            if convs == 0:
+                name = ".".join([net, "head", *rest])
+            elif index == 0:  # the dense Sequential
+                name = ".".join([net, "head", *rest[1:]])
+            else:  # ReLU and Unflatten moved out of the front of the body
+                name = ".".join([net, "body", str(index - 2), *rest[1:]])
+        renamed[name] = tensor
+    return renamed
+
+
 def build_model(config: RunConfig, weights: dict[str, torch.Tensor], source: Path, device: torch.device | str) -> VAE:
     """Rebuild the model from its config and load ``weights`` strictly (error names ``source``)."""
     model = VAE(config.model)
+    weights = _names_before_conditional_networks(weights, config.model)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
