@@ -77,8 +77,8 @@ class VAE(nn.Module):
             self.register_buffer("covariate_std", torch.ones(self.condition_dim))
         if shared_classifier:  # q(y|x): a softmax layer on the encoder's hidden layers, trained on every example
             self.label_head = nn.Linear(self.encoder_net.n_features, self.condition_dim)
-        elif config.infer_missing and config.condition == "label":
-            self.label_net = build_encoder(config, self.condition_dim)  # logits of q(y|x)
+        elif config.infer_missing and config.condition == "label":  # q(y|x): a network of its own
+            self.label_net = build_encoder(config, self.condition_dim)
         if config.infer_missing and config.condition == "covariates":
             # q(c|x, c_observed): mean and pre-softplus scale per covariate, reading the observed
             # values (0 where missing) and the mask of which are observed.

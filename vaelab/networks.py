@@ -105,11 +105,6 @@ def conv_feature_sizes(height: int, width: int, n_layers: int) -> list[tuple[int
     return sizes
 
 
-def mlp_encoder(input_shape: tuple[int, ...], hidden: tuple[int, ...], out_features: int, condition_dim: int = 0) -> Encoder:
-    """Flattened x (and the condition) -> hidden ReLU layers -> ``out_features``."""
-    return Encoder(nn.Flatten(), input_shape, math.prod(input_shape), hidden, out_features, condition_dim)
-
-
 def mlp_decoder(latent_dim: int, hidden: tuple[int, ...], output_shape: tuple[int, ...], condition_dim: int = 0) -> Decoder:
     """z (and the condition) -> hidden ReLU layers -> the data shape (mirror of the encoder)."""
     head = _mlp([latent_dim + condition_dim, *reversed(hidden), math.prod(output_shape)])
@@ -126,16 +121,14 @@ def _check_conv_depth(input_shape: tuple[int, ...], channels: tuple[int, ...]) -
     return sizes
 
 
-def conv_encoder(input_shape: tuple[int, ...], channels: tuple[int, ...], hidden: tuple[int, ...],
-                 out_features: int, condition_dim: int = 0) -> Encoder:
-    """x: [C, H, W] -> stride-2 convs (ReLU) -> flatten (append condition) -> dense layers."""
+def conv_features(input_shape: tuple[int, ...], channels: tuple[int, ...]) -> tuple[nn.Sequential, int]:
+    """x: [C, H, W] -> stride-2 convs (ReLU) -> flatten: the module and its number of outputs."""
     sizes = _check_conv_depth(input_shape, channels)
     layers: list[nn.Module] = []
     for c_in, c_out in zip((input_shape[0], *channels[:-1]), channels):
         layers += [nn.Conv2d(c_in, c_out, _KERNEL, _STRIDE, _PADDING), nn.ReLU()]
     layers.append(nn.Flatten())
-    n_features = channels[-1] * sizes[-1][0] * sizes[-1][1]
-    return Encoder(nn.Sequential(*layers), input_shape, n_features, hidden, out_features, condition_dim)
+    return nn.Sequential(*layers), channels[-1] * sizes[-1][0] * sizes[-1][1]
 
 
 def conv_decoder(latent_dim: int, channels: tuple[int, ...], hidden: tuple[int, ...],
@@ -167,16 +160,12 @@ def build_encoder(config: ModelConfig, out_features: int, condition_dim: int = 0
     """
     assert config.input_shape is not None, "input_shape is filled in from the data before building"
     shape = tuple(config.input_shape)
-    if config.arch == "conv":
-        encoder = conv_encoder(shape, config.channels, () if condition_last else config.hidden, out_features, condition_dim)
-    else:
-        encoder = mlp_encoder(shape, () if condition_last else config.hidden, out_features, condition_dim)
-    if condition_last and config.hidden:
-        dense = nn.Sequential(_mlp([encoder.n_features, *config.hidden]), nn.ReLU())
-        encoder.features = nn.Sequential(encoder.features, dense)
-        encoder.n_features = config.hidden[-1]
-        encoder.head = _mlp([encoder.n_features + condition_dim, out_features])
-    return encoder
+    features, n_features = conv_features(shape, config.channels) if config.arch == "conv" else (nn.Flatten(), math.prod(shape))
+    hidden = config.hidden
+    if condition_last and hidden:
+        features = nn.Sequential(features, nn.Sequential(_mlp([n_features, *hidden]), nn.ReLU()))
+        n_features, hidden = hidden[-1], ()
+    return Encoder(features, shape, n_features, hidden, out_features, condition_dim)
 
 
 def build_decoder(config: ModelConfig, condition_dim: int = 0) -> Decoder:
