@@ -15,6 +15,7 @@ must do (``gemm_floor.py``), and an epoch of the conv model (``--conv-epochs``, 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -113,7 +114,7 @@ def main() -> None:
         print(f"epoch {epoch + 1}: tutorial {times['tutorial'][-1]:.2f} s, vaelab {times['vaelab'][-1]:.2f} s", flush=True)
 
     floor, _ = epoch_floor(128, len(raw))
-    steps = -(-len(raw) // 128)
+    steps = math.ceil(len(raw) / 128)
     loop = {name: seconds * steps for name, seconds in loop_seconds_per_step(128, len(raw)).items()}
     tutorial_s, vaelab_s = statistics.median(times["tutorial"]), statistics.median(times["vaelab"])
     print(f"examples per epoch: {len(raw)}; torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -123,15 +124,14 @@ def main() -> None:
           f"vaelab / (GEMMs + Adam in a loop): {vaelab_s / loop['gemms_adam']:.2f}x; "
           f"tutorial / (GEMMs + Adam in a loop): {tutorial_s / loop['gemms_adam']:.2f}x")
     if args.conv_epochs:
-        conv_epoch(images, args.conv_epochs)
+        conv_epoch(data, args.conv_epochs)
 
 
-def conv_epoch(images: torch.Tensor, epochs: int) -> None:
-    """vaelab's conv model (two stride-2 convs 32-64, dense 400, latent 20) on the same data."""
+def conv_epoch(data: TrainingData, epochs: int) -> None:
+    """vaelab's conv model (two stride-2 convs 32-64, dense 400, latent 20) on the same training data."""
     model = VAE(ModelConfig(arch="conv", channels=(32, 64), hidden=(400,), latent_dim=20, likelihood="bernoulli",
                             input_shape=(1, 28, 28)))
     optimizer = make_optimizer(model, 1e-3)
-    data = TrainingData(x=images, c=None, condition="none", infer_missing=False, dynamic_binarize=False, label_weight=0.0)
     generator = torch.Generator().manual_seed(0)
     seconds = []
     for epoch in range(epochs):
