@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from train_speed import OneImageAtATime, TutorialVAE, tutorial_epoch
 
 import vaelab
-from vaelab.datasets import load_dataset
+from vaelab.data.datasets import load_dataset
 
 
 @torch.no_grad()

@@ -16,9 +16,9 @@ import torch
 from tqdm import tqdm
 
 from vaelab.config import ModelConfig, TrainConfig
-from vaelab.epoch import TrainingData, objective_schedule, train_epoch
-from vaelab.model import VAE
-from vaelab.training import make_optimizer
+from vaelab.training.epoch import TrainingData, objective_schedule, train_epoch
+from vaelab.models.vae import VAE
+from vaelab.training.run import make_optimizer
 
 STEPS = 120
 

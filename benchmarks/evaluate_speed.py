@@ -20,7 +20,7 @@ import time
 import torch
 
 import vaelab
-from vaelab.pipeline import load_data
+from vaelab.data.pipeline import load_data
 
 
 @torch.no_grad()

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 
 import vaelab
-from vaelab.datasets import binarize, load_dataset
-from vaelab.imputation import impute_labels, impute_run
-from vaelab.networks import build_encoder
-from vaelab.pipeline import load_data
+from vaelab.data.datasets import binarize, load_dataset
+from vaelab.evaluation.imputation import impute_labels, impute_run
+from vaelab.models.networks import build_encoder
+from vaelab.data.pipeline import load_data
 
 MODEL = {"dataset": "fashion-mnist", "hidden": (400,), "latent_dim": 20, "binarize": "dynamic", "batch_size": 128}
 

@@ -4,7 +4,7 @@ Both train the classic VAE (784-400-20, Bernoulli likelihood on intensities, Ada
 128) on the same Fashion-MNIST training images. The tutorial loop is what pytorch/examples' VAE
 does: a ``torch.utils.data.Dataset`` that converts one image at a time (uint8 -> float tensor, as
 torchvision's ``ToTensor``), a shuffling ``DataLoader``, a log-variance encoder, sigmoid outputs and
-``F.binary_cross_entropy``. vaelab's is :func:`vaelab.epoch.train_epoch` on an in-memory tensor.
+``F.binary_cross_entropy``. vaelab's is :func:`vaelab.training.epoch.train_epoch` on an in-memory tensor.
 Epochs alternate between the two loops so that drifts in machine load hit both alike; the figure
 per loop is its median epoch. The same run then times the GEMM floor and the least a training loop
 must do (``gemm_floor.py``), and an epoch of the conv model (``--conv-epochs``, 0 to skip).
@@ -29,10 +29,10 @@ from tqdm import tqdm
 
 from gemm_floor import epoch_floor, loop_seconds_per_step
 from vaelab.config import ModelConfig, TrainConfig
-from vaelab.datasets import load_dataset
-from vaelab.model import VAE
-from vaelab.epoch import TrainingData, objective_schedule, train_epoch
-from vaelab.training import make_optimizer
+from vaelab.data.datasets import load_dataset
+from vaelab.models.vae import VAE
+from vaelab.training.epoch import TrainingData, objective_schedule, train_epoch
+from vaelab.training.run import make_optimizer
 
 
 class OneImageAtATime(torch.utils.data.Dataset):

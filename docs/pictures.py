@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 import vaelab
-from vaelab.plots import write_run_plots
+from vaelab.views.plots import write_run_plots
 
 IMAGES = Path(__file__).resolve().parent / "images"
 COMMON = {"dataset": "fashion-mnist", "hidden": (400,), "binarize": "dynamic", "epochs": 10, "progress": False, "plots": False}

@@ -14,7 +14,7 @@ from PIL import Image
 
 from vaelab import rundir
 from vaelab.cli import main
-from vaelab.idx import write_idx
+from vaelab.data.idx import write_idx
 from tests.conftest import directory_snapshot
 
 TINY = ["--hidden", "32", "--latent-dim", "4", "--batch-size", "64", "--no-progress"]

@@ -12,14 +12,14 @@ from hypothesis import strategies as st
 from torch.distributions import Normal
 
 import vaelab
-from vaelab import quality as q
+from vaelab.evaluation import quality as q
 from vaelab.cli import main
 from vaelab.config import ModelConfig, TrainConfig
-from vaelab.datasets import load_dataset
-from vaelab.model import VAE
-from vaelab.objectives import Objective, objective_sums
-from vaelab.semi_supervised import covariate_sums, elbo_per_example, label_sums, unlabelled_terms
-from vaelab.epoch import objective_schedule
+from vaelab.data.datasets import load_dataset
+from vaelab.models.vae import VAE
+from vaelab.bounds.objectives import Objective, objective_sums
+from vaelab.bounds.missing import covariate_sums, elbo_per_example, label_sums, unlabelled_terms
+from vaelab.training.epoch import objective_schedule
 
 from .conftest import tiny_settings
 
@@ -186,7 +186,7 @@ def test_training_with_all_labels_builds_no_classifier_and_hiding_builds_one(tmp
 
 
 def test_labelled_keeps_a_class_balanced_subset(tmp_path):
-    from vaelab.pipeline import load_data
+    from vaelab.data.pipeline import load_data
 
     run_config = vaelab.RunConfig().with_overrides(**{**tiny_settings(), "condition": "label", "labelled": 30})
     y = load_data(run_config).train.y
@@ -257,7 +257,7 @@ def test_imputation_of_a_predictive_covariate_beats_the_mean(tmp_path):
         dataset=str(tmp_path / "bright.npz"), condition="covariates", missing_frac=0.5, epochs=30, hidden=(64,),
         lr=3e-3, likelihood="cbernoulli", alpha=1.0))
     assert run.config.model.covariate_names == ("brightness", "width")
-    from vaelab.imputation import impute_run
+    from vaelab.evaluation.imputation import impute_run
 
     report = impute_run(run.path, "test", device="cpu")
     for name, figures in report["covariates"].items():
@@ -330,8 +330,8 @@ def test_cli_conditional_misuse_is_a_one_line_error(argv, flag, m2_run, trained_
 
 def test_evaluation_reports_log_p_x_given_c(m2_run):
     """The evaluator conditions on the split's labels: its NLL is -IW_K(x | y) computed independently."""
-    from vaelab.objectives import iwae_bound
-    from vaelab.pipeline import load_data
+    from vaelab.bounds.objectives import iwae_bound
+    from vaelab.data.pipeline import load_data
 
     test = load_data(m2_run.config).test
     x, y = test.x[:100], test.y[:100]
@@ -362,7 +362,7 @@ def test_cli_samples_a_covariate_model_at_chosen_values(tmp_path):
     out = tmp_path / "bright.png"
     assert main(["sample", str(run.path), "-n", "4", "--covariate", "brightness=0.5", "--out", str(out)]) == 0
     assert out.is_file()
-    from vaelab.conditioning import sample_conditions
+    from vaelab.models.conditions import sample_conditions
 
     c, _ = sample_conditions(run.model, 3, covariates={"brightness": 0.5})
     assert c[:, 0].tolist() == [0.5] * 3  # the chosen value
@@ -373,7 +373,7 @@ def test_each_m2_step_adds_a_labelled_batch_that_only_classifies():
     """train_epoch marks exactly the rows drawn from the labelled examples as classification-only."""
     from tqdm import tqdm
 
-    from vaelab.epoch import BatchObjective, TrainingData, train_epoch
+    from vaelab.training.epoch import BatchObjective, TrainingData, train_epoch
 
     model = _label_model()
     x = _binary((10, 1, 4, 4))

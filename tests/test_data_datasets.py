@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vaelab import datasets
-from vaelab.datasets import (
+from vaelab.data import datasets
+from vaelab.data.datasets import (
     IDX_FILES,
     Dataset,
     Split,
@@ -22,7 +22,7 @@ from vaelab.datasets import (
     load_dataset,
 )
 from vaelab.errors import VaelabError
-from vaelab.idx import write_idx
+from vaelab.data.idx import write_idx
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -406,7 +406,7 @@ def test_binarize_rejects_unknown_mode_and_out_of_range_data() -> None:
 
 
 def test_cache_dir_follows_vaelab_cache_then_xdg(monkeypatch, tmp_path):
-    from vaelab.datasets import cache_dir
+    from vaelab.data.datasets import cache_dir
 
     monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "mine"))
     assert cache_dir() == tmp_path / "mine"

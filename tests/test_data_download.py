@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import torch
 
-from vaelab import datasets
-from vaelab.datasets import IDX_FILES, load_dataset
-from vaelab.download import download, md5sum
+from vaelab.data import datasets
+from vaelab.data.datasets import IDX_FILES, load_dataset
+from vaelab.data.download import download, md5sum
 from vaelab.errors import VaelabError
-from vaelab.idx import write_idx
+from vaelab.data.idx import write_idx
 
 PAYLOAD = gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x03abc", mtime=0)
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from vaelab.errors import VaelabError
-from vaelab.idx import read_idx, read_idx_pair, write_idx
+from vaelab.data.idx import read_idx, read_idx_pair, write_idx
 
 
 def idx_bytes(array: np.ndarray, type_byte: int = 0x08, ndim: int | None = None) -> bytes:

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import vaelab
 from tests.conftest import tiny_settings
 from vaelab import rundir
-from vaelab.distributed import Processes
+from vaelab.training.distributed import Processes
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 # Dynamic binarisation: the shared per-batch draw must be sliced the same way as the rows.

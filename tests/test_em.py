@@ -14,9 +14,9 @@ from sklearn.decomposition import PCA
 from sklearn.decomposition import FactorAnalysis as SklearnFactorAnalysis
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
-from vaelab.em import EM_MODELS, FactorAnalysis, GaussianMixture, fit_em
+from vaelab.em.fit import EM_MODELS, FactorAnalysis, GaussianMixture, fit_em
 from vaelab.errors import VaelabError
-from vaelab.linear_gaussian import LinearGaussianModel
+from vaelab.em.linear_gaussian import LinearGaussianModel
 
 TRUE_MIXTURE = GaussianMixture(
     weights=torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64),

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from vaelab import em_run
+from vaelab.em import run as em_run
 from vaelab.cli import main
-from vaelab.datasets import load_dataset
-from vaelab.em import FactorAnalysis, GaussianMixture
+from vaelab.data.datasets import load_dataset
+from vaelab.em.fit import FactorAnalysis, GaussianMixture
 
 
 def _fails_with(capsys, argv: list[str], *fragments: str) -> None:

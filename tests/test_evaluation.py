@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 from vaelab.cli import main
 from vaelab.config import ModelConfig
-from vaelab.evaluation import evaluate
-from vaelab.linear_gaussian import LinearGaussianModel
-from vaelab.model import VAE
+from vaelab.evaluation.evidence import evaluate
+from vaelab.em.linear_gaussian import LinearGaussianModel
+from vaelab.models.vae import VAE
 
 D, K, SIGMA = 6, 2, 0.6
 

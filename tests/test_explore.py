@@ -15,9 +15,9 @@ from sklearn.decomposition import PCA
 import vaelab
 from vaelab.cli import main
 from vaelab.config import ModelConfig
-from vaelab.explore import ExplorerBackend, LatentMap, RequestError
-from vaelab.explore.uploads import MAX_SIDE, MAX_UPLOAD_BYTES, read_image
-from vaelab.pipeline import load_data
+from vaelab.views.explore import ExplorerBackend, LatentMap, RequestError
+from vaelab.views.explore.uploads import MAX_SIDE, MAX_UPLOAD_BYTES, read_image
+from vaelab.data.pipeline import load_data
 
 from .conftest import tiny_settings
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import vaelab
-from vaelab.explore import ExplorerBackend, make_server
+from vaelab.views.explore import ExplorerBackend, make_server
 
 from .browser import chromium_page
 from .conftest import tiny_settings

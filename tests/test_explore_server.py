@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from vaelab.explore import ExplorerBackend, ExplorerServer, make_server
-from vaelab.explore.server import is_loopback
+from vaelab.views.explore import ExplorerBackend, ExplorerServer, make_server
+from vaelab.views.explore.server import is_loopback
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_binding_beyond_loopback_warns(trained_run, caplog):
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
     backend = ExplorerBackend.from_run(trained_run.path, map_points=10)
-    with caplog.at_level(logging.WARNING, logger="vaelab.explore.server"):
+    with caplog.at_level(logging.WARNING, logger="vaelab.views.explore.server"):
         make_server(backend, "127.0.0.1", 0).server_close()
         assert not caplog.records
         make_server(backend, "0.0.0.0", 0).server_close()

@@ -8,7 +8,7 @@ import os
 import pytest
 
 import vaelab
-from vaelab.datasets import describe_datasets
+from vaelab.data.datasets import describe_datasets
 
 
 def _fashion_available() -> bool:

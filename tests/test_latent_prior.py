@@ -12,10 +12,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import vaelab
-from vaelab import latent_prior
+from vaelab.evaluation import latent_gmm as latent_prior
 from vaelab.cli import main
 from vaelab.errors import VaelabError
-from vaelab.pipeline import load_data
+from vaelab.data.pipeline import load_data
 
 from .conftest import tiny_settings
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.distributions import Bernoulli, ContinuousBernoulli, Independent, Normal
 
-from vaelab.likelihoods import (
+from vaelab.models.likelihoods import (
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,
     GaussianLikelihood,

@@ -14,7 +14,7 @@ from sklearn.decomposition import FactorAnalysis as SklearnFactorAnalysis
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
 from vaelab.errors import VaelabError
-from vaelab.linear_gaussian import LinearGaussianModel, analytic_elbo
+from vaelab.em.linear_gaussian import LinearGaussianModel, analytic_elbo
 
 SETTINGS = settings(max_examples=25, deadline=None)
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch.distributions import Distribution, kl_divergence
 
 from vaelab.config import ConfigError, ModelConfig
-from vaelab.model import VAE
+from vaelab.models.vae import VAE
 
 
 @pytest.mark.parametrize("arch", ["mlp", "conv"])

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
 from vaelab.config import ModelConfig
-from vaelab.linear_gaussian import LinearGaussianModel, analytic_elbo
-from vaelab.model import VAE
-from vaelab.objectives import elbo, gaussian_kl, reparameterize
+from vaelab.em.linear_gaussian import LinearGaussianModel, analytic_elbo
+from vaelab.models.vae import VAE
+from vaelab.bounds.objectives import elbo, gaussian_kl, reparameterize
 
 
 def _diag_gaussian(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
@@ -127,7 +127,7 @@ def test_elbo_is_reproducible_with_a_generator(likelihood):
 @pytest.mark.parametrize("likelihood", ["bernoulli", "cbernoulli", "gaussian"])
 def test_training_sums_equal_the_reference_elbo(likelihood):
     """The fused hot-loop version computes the same number as the one obvious ELBO."""
-    from vaelab.objectives import Objective, objective_sums
+    from vaelab.bounds.objectives import Objective, objective_sums
 
     model = VAE(ModelConfig(hidden=(16,), latent_dim=3, likelihood=likelihood, input_shape=(1, 8, 8)))
     x = torch.bernoulli(torch.full((6, 1, 8, 8), 0.3), generator=torch.Generator().manual_seed(0))

@@ -1,4 +1,4 @@
-"""vaelab.plots: what each figure contains (panels, points, grid sizes), the geometry of the codes it
+"""vaelab.views.plots: what each figure contains (panels, points, grid sizes), the geometry of the codes it
 decodes (quantiles, slerp), the run-level writer and its one-line errors."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import torch
 from PIL import Image
 
 import vaelab
-from vaelab import plots
+from vaelab.views import plots
 from vaelab.cli import main
-from vaelab.evaluation import ACTIVE_UNIT_THRESHOLD
+from vaelab.evaluation.evidence import ACTIVE_UNIT_THRESHOLD
 from vaelab.errors import VaelabError
-from vaelab.objectives import diagonal_gaussian_kl
-from vaelab.pipeline import load_data
+from vaelab.bounds.objectives import diagonal_gaussian_kl
+from vaelab.data.pipeline import load_data
 
 from .conftest import tiny_settings
 

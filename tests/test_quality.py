@@ -14,9 +14,9 @@ import scipy.linalg
 import torch
 
 import vaelab
-from vaelab import quality as q
+from vaelab.evaluation import quality as q
 from vaelab.cli import main
-from vaelab.datasets import describe_datasets, load_dataset
+from vaelab.data.datasets import describe_datasets, load_dataset
 from vaelab.errors import VaelabError
 
 from .conftest import tiny_settings

@@ -1,4 +1,4 @@
-"""vaelab.report: a self-contained page (embedded PNGs, no scripts or external links), escaped text,
+"""vaelab.views.report: a self-contained page (embedded PNGs, no scripts or external links), escaped text,
 every section the run directory can fill, and the ``vaelab report`` command."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from PIL import Image
 from vaelab import rundir
 from vaelab.cli import main
 from vaelab.errors import VaelabError
-from vaelab.report import REPORT, render_report, write_report
+from vaelab.views.report import REPORT, render_report, write_report
 
 
 @pytest.fixture

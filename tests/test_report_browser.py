@@ -6,7 +6,7 @@ import shutil
 
 from PIL import Image, ImageStat
 
-from vaelab.report import write_report
+from vaelab.views.report import write_report
 
 from .browser import chromium_page
 

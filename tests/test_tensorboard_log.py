@@ -1,4 +1,4 @@
-"""vaelab.tensorboard_log: scalars and images read back from the event file, and the install hint."""
+"""vaelab.views.tensorboard_log: scalars and images read back from the event file, and the install hint."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from vaelab.errors import VaelabError
-from vaelab.tensorboard_log import INSTALL_HINT, TensorBoardLogger
-from vaelab.views import reconstruction_grid
+from vaelab.views.tensorboard_log import INSTALL_HINT, TensorBoardLogger
+from vaelab.views.images import reconstruction_grid
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 

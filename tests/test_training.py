@@ -13,8 +13,8 @@ import vaelab
 from tests.conftest import directory_snapshot, tiny_settings
 from vaelab import rundir
 from vaelab.errors import VaelabError
-from vaelab.evaluation import elbo_averages
-from vaelab.pipeline import load_data
+from vaelab.evaluation.evidence import elbo_averages
+from vaelab.data.pipeline import load_data
 
 
 def _weights(run: vaelab.Run) -> dict[str, torch.Tensor]:
@@ -163,8 +163,8 @@ def test_bf16_autocast_trains_to_about_the_same_loss(tmp_path):
 def test_compile_keeps_the_weights_and_their_names():
     """Compiled networks save and load like eager ones (compilation itself happens at the first call)."""
     from vaelab.config import ModelConfig, TrainConfig
-    from vaelab.model import VAE
-    from vaelab.training import _apply_speed_options
+    from vaelab.models.vae import VAE
+    from vaelab.training.run import _apply_speed_options
 
     model = VAE(ModelConfig(hidden=(8,), latent_dim=2, input_shape=(1, 4, 4)))
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -1,4 +1,4 @@
-"""vaelab.views: exact grid geometry and pixels, row order, figure contents, atomic PNGs."""
+"""vaelab.views.images: exact grid geometry and pixels, row order, figure contents, atomic PNGs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from vaelab.errors import VaelabError
-from vaelab.views import (
+from vaelab.views.images import (
     image_grid,
     loss_curve_figure,
     reconstruction_grid,
@@ -206,7 +206,7 @@ def test_no_epochs_is_a_user_error():
 
 
 def test_importing_views_leaves_pyplot_and_backend_alone():
-    code = "import sys, vaelab.views; assert 'matplotlib.pyplot' not in sys.modules"
+    code = "import sys, vaelab.views.images; assert 'matplotlib.pyplot' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

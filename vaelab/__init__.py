@@ -10,11 +10,11 @@ Python API (the CLI ``vaelab`` calls the same functions)::
 
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
-from vaelab.evaluation import evaluate
-from vaelab.model import VAE
-from vaelab.objectives import elbo
+from vaelab.evaluation.evidence import evaluate
+from vaelab.models.vae import VAE
+from vaelab.bounds.objectives import elbo
 from vaelab.rundir import Run, load
-from vaelab.training import train
+from vaelab.training.run import train
 
 __all__ = [
     "DataConfig",

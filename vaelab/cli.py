@@ -106,8 +106,8 @@ SETTINGS = (
 
 
 def _train(args: argparse.Namespace) -> None:
-    from vaelab.distributed import is_main_process
-    from vaelab.training import train
+    from vaelab.training.distributed import is_main_process
+    from vaelab.training.run import train
 
     if not is_main_process():  # under torchrun, rank 0 alone reports the run
         logging.getLogger().setLevel(logging.ERROR)
@@ -141,11 +141,11 @@ def _add_sample_parser(commands: argparse._SubParsersAction) -> None:
 def _sample(args: argparse.Namespace) -> None:
     import torch
 
-    from vaelab.conditioning import parse_covariate_values, sample_conditions
-    from vaelab.latent_prior import decode_latents, parse_prior, sample_latents
-    from vaelab.pipeline import resolve_device
+    from vaelab.models.conditions import parse_covariate_values, sample_conditions
+    from vaelab.evaluation.latent_gmm import decode_latents, parse_prior, sample_latents
+    from vaelab.data.pipeline import resolve_device
     from vaelab.rundir import load
-    from vaelab.views import image_grid, save_image
+    from vaelab.views.images import image_grid, save_image
 
     if args.n < 1:
         raise VaelabError(f"-n: must be >= 1, got {args.n}")
@@ -174,10 +174,10 @@ def _add_reconstruct_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
-    from vaelab.conditioning import condition_of, missing_mask
-    from vaelab.pipeline import load_data, resolve_device
+    from vaelab.models.conditions import condition_of, missing_mask
+    from vaelab.data.pipeline import load_data, resolve_device
     from vaelab.rundir import load
-    from vaelab.views import reconstruction_grid, save_image
+    from vaelab.views.images import reconstruction_grid, save_image
 
     if args.n < 1:
         raise VaelabError(f"-n: must be >= 1, got {args.n}")
@@ -220,7 +220,7 @@ def _add_em_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _em(args: argparse.Namespace) -> None:
-    from vaelab.em_run import final_log_likelihood, run_em
+    from vaelab.em.run import final_log_likelihood, run_em
 
     result = run_em(
         args.dataset, args.model, args.components, args.out, data_dir=args.data_dir,
@@ -253,7 +253,7 @@ def _add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     import json
 
-    from vaelab.evaluation import evaluate_run
+    from vaelab.evaluation.evidence import evaluate_run
 
     if args.iw_samples < 1:
         raise VaelabError(f"--iw-samples: must be >= 1, got {args.iw_samples}")
@@ -290,8 +290,8 @@ def _add_quality_parser(commands: argparse._SubParsersAction) -> None:
 def _quality(args: argparse.Namespace) -> None:
     import json
 
-    from vaelab.pipeline import resolve_device
-    from vaelab.quality import quality, save_quality
+    from vaelab.data.pipeline import resolve_device
+    from vaelab.evaluation.quality import quality, save_quality
     from vaelab.rundir import load
 
     if args.n < 2:
@@ -316,7 +316,7 @@ def _add_datasets_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _datasets(args: argparse.Namespace) -> None:
-    from vaelab.datasets import describe_datasets
+    from vaelab.data.datasets import describe_datasets
 
     print(f"{'name':<14} {'status':<8} {'what':<42} {'train/val/test':<18} where")
     for info in describe_datasets(args.data_dir):
@@ -347,7 +347,7 @@ def _add_plot_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _plot(args: argparse.Namespace) -> None:
-    from vaelab.plots import write_run_plots
+    from vaelab.views.plots import write_run_plots
 
     for path in write_run_plots(args.run, args.kind or ["all"], device=args.device, limit=args.limit,
                                 method=args.method, label=args.label):
@@ -371,8 +371,8 @@ def _add_report_parser(commands: argparse._SubParsersAction) -> None:
 def _report(args: argparse.Namespace) -> None:
     import webbrowser
 
-    from vaelab.plots import write_run_plots
-    from vaelab.report import write_report
+    from vaelab.views.plots import write_run_plots
+    from vaelab.views.report import write_report
 
     if not args.no_plots:
         write_run_plots(args.run, device=args.device, missing_only=True)
@@ -399,7 +399,7 @@ def _add_explore_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _explore(args: argparse.Namespace) -> None:
-    from vaelab.explore import serve
+    from vaelab.views.explore import serve
 
     if not 0 <= args.port <= 65535:
         raise VaelabError(f"--port: must be in 0..65535, got {args.port}")
@@ -428,7 +428,7 @@ def _add_impute_parser(commands: argparse._SubParsersAction) -> None:
 def _impute(args: argparse.Namespace) -> None:
     import json
 
-    from vaelab.imputation import impute_run
+    from vaelab.evaluation.imputation import impute_run
 
     report = impute_run(args.run, args.split, hide_frac=args.hide_frac, seed=args.seed, device=args.device, out=args.out)
     if args.json:

@@ -27,7 +27,7 @@ from safetensors.torch import save as save_safetensors_bytes
 from vaelab.config import ModelConfig, RunConfig, read_config
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from vaelab.model import VAE
+from vaelab.models.vae import VAE
 
 CONFIG = "config.json"
 MODEL = "model.safetensors"

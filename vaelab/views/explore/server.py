@@ -29,9 +29,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from vaelab.errors import VaelabError
-from vaelab.explore.backend import ExplorerBackend
-from vaelab.explore.errors import RequestError
-from vaelab.explore.uploads import MAX_UPLOAD_BYTES
+from vaelab.views.explore.backend import ExplorerBackend
+from vaelab.views.explore.errors import RequestError
+from vaelab.views.explore.uploads import MAX_UPLOAD_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ _POSTS = ("/api/decode", "/api/point", "/api/encode")
 
 
 def _static(name: str) -> bytes:
-    return resources.files("vaelab.explore").joinpath("static", name).read_bytes()
+    return resources.files("vaelab.views.explore").joinpath("static", name).read_bytes()
 
 
 def is_loopback(host: str) -> bool:
@@ -225,7 +225,7 @@ def serve(
     ready: Callable[[ExplorerServer], None] | None = None,
 ) -> None:
     """Serve the explorer of ``run_dir`` until Ctrl-C; ``ready(server)`` is called once it listens."""
-    from vaelab.pipeline import resolve_device
+    from vaelab.data.pipeline import resolve_device
 
     backend = ExplorerBackend.from_run(run_dir, device=resolve_device(device))
     server = make_server(backend, host, port)

@@ -54,8 +54,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vaelab.model import VAE
-from vaelab.objectives import BatchSums, Objective, diagonal_gaussian_kl
+from vaelab.models.vae import VAE
+from vaelab.bounds.objectives import BatchSums, Objective, diagonal_gaussian_kl
 
 
 def elbo_per_example(

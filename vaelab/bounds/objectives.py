@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution, Independent, Normal
 
-from vaelab.model import VAE
+from vaelab.models.vae import VAE
 
 _LOG_2PI = math.log(2.0 * math.pi)
 

@@ -14,7 +14,7 @@ import io
 import torch
 from PIL import Image, ImageOps
 
-from vaelab.explore.errors import RequestError
+from vaelab.views.explore.errors import RequestError
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_SIDE = 4096  # pixels per side: larger is surely not meant for an 8x8..64x64 model

@@ -29,11 +29,11 @@ from PIL import Image
 from safetensors.torch import save as save_safetensors_bytes
 
 from vaelab.config import ConfigError
-from vaelab.datasets import load_dataset
-from vaelab.em import COVARIANCE_TYPES, EM_MODELS, EMResult, FactorAnalysis, fit_em
+from vaelab.data.datasets import load_dataset
+from vaelab.em.fit import COVARIANCE_TYPES, EM_MODELS, EMResult, FactorAnalysis, fit_em
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from vaelab.views import image_grid, save_figure, save_image
+from vaelab.views.images import image_grid, save_figure, save_image
 
 log = logging.getLogger(__name__)
 

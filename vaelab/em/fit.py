@@ -34,7 +34,7 @@ from torch import Tensor
 from torch.distributions import Independent, MultivariateNormal, Normal
 
 from vaelab.errors import VaelabError
-from vaelab.linear_gaussian import LinearGaussianModel, analytic_elbo
+from vaelab.em.linear_gaussian import LinearGaussianModel, analytic_elbo
 
 COVARIANCE_TYPES = ("full", "diag")
 NOISE_TYPES = ("diag", "isotropic")
@@ -122,7 +122,7 @@ class GaussianMixture:
 class FactorAnalysis:
     """A fitted (or initial) factor-analysis / PPCA model and the record of its fit.
 
-    The model is :class:`~vaelab.linear_gaussian.LinearGaussianModel`; this class adds the fit
+    The model is :class:`~vaelab.em.linear_gaussian.LinearGaussianModel`; this class adds the fit
     record and delegates every density and sample to it, so the likelihood is written once.
     """
 

@@ -10,13 +10,13 @@ single-user tool whose work is a model call per request; a web framework (Flask,
 toolkit (Gradio, Streamlit) would add a runtime dependency, and a bundler would add a build step,
 for nothing the page needs. The split keeps each part testable on its own:
 
-- :mod:`~vaelab.explore.backend`: :class:`ExplorerBackend`, everything computed (no HTTP);
-- :mod:`~vaelab.explore.uploads`: validation and conversion of uploaded images;
-- :mod:`~vaelab.explore.server`: routes, body limits and JSON errors, :func:`serve`.
+- :mod:`~vaelab.views.explore.backend`: :class:`ExplorerBackend`, everything computed (no HTTP);
+- :mod:`~vaelab.views.explore.uploads`: validation and conversion of uploaded images;
+- :mod:`~vaelab.views.explore.server`: routes, body limits and JSON errors, :func:`serve`.
 """
 
-from vaelab.explore.backend import ExplorerBackend, LatentMap
-from vaelab.explore.errors import RequestError
-from vaelab.explore.server import ExplorerServer, make_server, serve
+from vaelab.views.explore.backend import ExplorerBackend, LatentMap
+from vaelab.views.explore.errors import RequestError
+from vaelab.views.explore.server import ExplorerServer, make_server, serve
 
 __all__ = ["ExplorerBackend", "ExplorerServer", "LatentMap", "RequestError", "make_server", "serve"]

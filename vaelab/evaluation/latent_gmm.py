@@ -25,10 +25,10 @@ import torch
 from safetensors.torch import save as save_safetensors_bytes
 
 from vaelab import rundir
-from vaelab.em import GaussianMixture, fit_em
+from vaelab.em.fit import GaussianMixture, fit_em
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes
-from vaelab.pipeline import load_data
+from vaelab.data.pipeline import load_data
 from vaelab.rundir import Run
 
 log = logging.getLogger(__name__)

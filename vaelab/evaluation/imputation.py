@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from vaelab import rundir
-from vaelab.conditioning import condition_of, hide_at_random, missing_mask
+from vaelab.models.conditions import condition_of, hide_at_random, missing_mask
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes, atomic_write_json
-from vaelab.model import VAE
-from vaelab.pipeline import load_data, resolve_device
+from vaelab.models.vae import VAE
+from vaelab.data.pipeline import load_data, resolve_device
 
 BATCH = 1024
 HIDE_SEED = 2024

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vaelab.config import ConfigError
 from vaelab.errors import VaelabError
-from vaelab.pipeline import resolve_device
+from vaelab.data.pipeline import resolve_device
 
 T = TypeVar("T")
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from vaelab.config import ConfigError, RunConfig
-from vaelab.datasets import Dataset, Split
+from vaelab.data.datasets import Dataset, Split
 from vaelab.errors import VaelabError
-from vaelab.model import VAE
+from vaelab.models.vae import VAE
 
 HIDE_SEED_OFFSET = 7919  # hiding draws its own stream from data_seed, independent of the split
 

@@ -31,8 +31,8 @@ from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
 from vaelab.config import ModelConfig
-from vaelab.likelihoods import make_likelihood
-from vaelab.networks import build_decoder, build_encoder
+from vaelab.models.likelihoods import make_likelihood
+from vaelab.models.networks import build_decoder, build_encoder
 
 _MIN_SCALE = 1e-5  # floor on q's standard deviation: keeps log sigma finite in the KL
 

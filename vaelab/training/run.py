@@ -31,20 +31,22 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from vaelab import distributed, rundir
-from vaelab.conditioning import condition_of, covariate_statistics, missing_mask, model_settings
+from vaelab import rundir
+
+from vaelab.training import distributed
+from vaelab.models.conditions import condition_of, covariate_statistics, missing_mask, model_settings
 from vaelab.config import ConfigError, RunConfig, TrainConfig, read_config
-from vaelab.datasets import Dataset, Split
+from vaelab.data.datasets import Dataset, Split
 from vaelab.errors import VaelabError
-from vaelab.evaluation import elbo_averages
-from vaelab.model import VAE
-from vaelab.distributed import Processes
-from vaelab.pipeline import load_data
-from vaelab.epoch import BatchObjective, TrainingData, objective_schedule, train_epoch
-from vaelab.plots import write_run_plots
-from vaelab.report import write_report
-from vaelab.tensorboard_log import TensorBoardLogger
-from vaelab.views import image_grid, loss_curve_figure, reconstruction_grid, save_figure, save_image
+from vaelab.evaluation.evidence import elbo_averages
+from vaelab.models.vae import VAE
+from vaelab.training.distributed import Processes
+from vaelab.data.pipeline import load_data
+from vaelab.training.epoch import BatchObjective, TrainingData, objective_schedule, train_epoch
+from vaelab.views.plots import write_run_plots
+from vaelab.views.report import write_report
+from vaelab.views.tensorboard_log import TensorBoardLogger
+from vaelab.views.images import image_grid, loss_curve_figure, reconstruction_grid, save_figure, save_image
 
 log = logging.getLogger(__name__)
 

@@ -53,9 +53,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from vaelab import download as downloader
+from vaelab.data import download as downloader
 from vaelab.errors import VaelabError
-from vaelab.idx import read_idx_pair
+from vaelab.data.idx import read_idx_pair
 
 SYSTEM_DATA_ROOT = Path("/usr/share/datasets")  # where Debian's dataset-* packages install
 DATA_ENV = "VAELAB_DATA"

@@ -3,7 +3,7 @@
 Kinds (:data:`KINDS`), each a compute function that returns a ``matplotlib.figure.Figure`` and writes
 nothing; :func:`write_run_plots` loads a run and writes ``RUN/plots/<kind>.png`` atomically.
 
-- ``curves``: the three ELBO terms per epoch (:func:`vaelab.views.loss_curve_figure`);
+- ``curves``: the three ELBO terms per epoch (:func:`vaelab.views.images.loss_curve_figure`);
 - ``latent``: posterior means E_q[z|x] of the test set, coloured by label; drawn directly for a 2-D
   latent, else projected to 2-D by PCA (or t-SNE / UMAP);
 - ``manifold``: decoder means on a grid of z over Gaussian quantiles, z = Phi^-1(p), so each cell
@@ -35,13 +35,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from vaelab import rundir
-from vaelab.conditioning import condition_of
+from vaelab.models.conditions import condition_of
 from vaelab.errors import VaelabError
-from vaelab.evaluation import ACTIVE_UNIT_THRESHOLD
-from vaelab.model import VAE
-from vaelab.objectives import diagonal_gaussian_kl
-from vaelab.pipeline import load_data, resolve_device
-from vaelab.views import TRAIN_COLOR, image_grid, loss_curve_figure, save_figure
+from vaelab.evaluation.evidence import ACTIVE_UNIT_THRESHOLD
+from vaelab.models.vae import VAE
+from vaelab.bounds.objectives import diagonal_gaussian_kl
+from vaelab.data.pipeline import load_data, resolve_device
+from vaelab.views.images import TRAIN_COLOR, image_grid, loss_curve_figure, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def _check_images(x: torch.Tensor, kind: str) -> None:
 def _show_grid(ax, images: torch.Tensor, rows: int, cols: int) -> tuple[list[float], list[float]]:
     """Draw ``images: [rows * cols, C, H, W]`` as a grid on ``ax``; returns the cell centres (x, y).
 
-    The grid comes from :func:`vaelab.views.image_grid`, so cells are upscaled and padded as in every
+    The grid comes from :func:`vaelab.views.images.image_grid`, so cells are upscaled and padded as in every
     other vaelab picture; the centres let callers put ticks under columns and beside rows.
     """
     assert images.shape[0] == rows * cols, "one image per cell"

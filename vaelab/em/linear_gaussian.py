@@ -15,7 +15,7 @@ The class exposes the same three distributions as a VAE — ``prior`` p(z), ``de
 and ``posterior(x)`` in the role of the encoder's q(z|x) — so ELBO and importance-weighted code
 written for VAEs runs on it unchanged, and can be checked against ``log_evidence``, which is
 exact. :func:`analytic_elbo` is the ELBO of any Gaussian q in closed form (Kingma & Welling 2014,
-eq. 3 with both terms integrated analytically), which the EM code in :mod:`vaelab.em` records.
+eq. 3 with both terms integrated analytically), which the EM code in :mod:`vaelab.em.fit` records.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import Any
 from vaelab import rundir
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_text
-from vaelab.plots import KINDS, PLOTS_DIR
+from vaelab.views.plots import KINDS, PLOTS_DIR
 
 REPORT = "report.html"
 MAX_LIST_ITEMS = 12  # longer lists in a JSON value (kl_per_dim of a 200-D latent) are cut short

@@ -11,7 +11,7 @@ Everything the page shows comes from here, so it is testable by calling methods:
 - decoded images: the mean of p(x|z), upscaled with nearest-neighbour so pixels stay crisp.
 
 Requests are validated here (z length, finite values, labels, uploads) and refused with
-:class:`~vaelab.explore.errors.RequestError`. One lock serialises the model: the server answers on
+:class:`~vaelab.views.explore.errors.RequestError`. One lock serialises the model: the server answers on
 many threads, a torch module is not meant to be called concurrently.
 """
 
@@ -29,12 +29,12 @@ from typing import Any
 import torch
 
 from vaelab.errors import VaelabError
-from vaelab.evaluation import ACTIVE_UNIT_THRESHOLD
-from vaelab.explore.errors import RequestError
-from vaelab.explore.uploads import MAX_SIDE, MAX_UPLOAD_BYTES, MIN_SIDE, read_image
-from vaelab.model import VAE
-from vaelab.objectives import diagonal_gaussian_kl
-from vaelab.views import image_grid
+from vaelab.evaluation.evidence import ACTIVE_UNIT_THRESHOLD
+from vaelab.views.explore.errors import RequestError
+from vaelab.views.explore.uploads import MAX_SIDE, MAX_UPLOAD_BYTES, MIN_SIDE, read_image
+from vaelab.models.vae import VAE
+from vaelab.bounds.objectives import diagonal_gaussian_kl
+from vaelab.views.images import image_grid
 
 MAP_POINTS = 2000  # test points drawn on the map: enough to see the clusters, light enough for a canvas
 DISPLAY_PIXELS = 192  # the decoded image's smaller side is upscaled to at least this
@@ -167,7 +167,7 @@ class ExplorerBackend:
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any) -> ExplorerBackend:
         """Load a run and its test split (the same pipeline as training: splits, binarisation)."""
-        from vaelab.pipeline import load_data
+        from vaelab.data.pipeline import load_data
         from vaelab.rundir import load
 
         run = load(run_dir, device=device)

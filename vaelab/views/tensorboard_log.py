@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from vaelab.errors import VaelabError
-from vaelab.views import image_grid
+from vaelab.views.images import image_grid
 
 INSTALL_HINT = "--tensorboard needs the tensorboard package: pip install 'vaelab[tensorboard]'"
 SPLITS = ("train", "val", "test")
@@ -56,7 +56,7 @@ class TensorBoardLogger:
         """One ``metrics.jsonl`` record (``train_loss`` becomes ``loss/train``) and optional pictures.
 
         ``samples`` is a batch ``[N, C, H, W]`` of images in [0, 1]; ``reconstructions`` a picture such
-        as :func:`vaelab.views.reconstruction_grid` returns, or a batch.
+        as :func:`vaelab.views.images.reconstruction_grid` returns, or a batch.
         """
         for key, value in record.items():
             if key == "epoch" or not isinstance(value, (int, float)) or isinstance(value, bool):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from vaelab.conditioning import check_condition, hide_covariates
+from vaelab.models.conditions import check_condition, hide_covariates
 from vaelab.config import ConfigError, RunConfig
-from vaelab.datasets import Dataset, binarize_dataset, load_dataset
+from vaelab.data.datasets import Dataset, binarize_dataset, load_dataset
 
 
 def resolve_device(name: str) -> torch.device:

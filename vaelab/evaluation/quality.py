@@ -51,14 +51,14 @@ from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 from tqdm.auto import tqdm
 
-from vaelab.datasets import Dataset, load_dataset
-from vaelab.datasets import cache_dir as vaelab_cache_dir
+from vaelab.data.datasets import Dataset, load_dataset
+from vaelab.data.datasets import cache_dir as vaelab_cache_dir
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes, atomic_write_json
-from vaelab.conditioning import sample_conditions
-from vaelab.latent_prior import decode_latents, parse_prior, sample_latents
+from vaelab.models.conditions import sample_conditions
+from vaelab.evaluation.latent_gmm import decode_latents, parse_prior, sample_latents
 from vaelab.rundir import Run
-from vaelab.training import make_optimizer
+from vaelab.training.run import make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ def feature_classifier(
 def generate(run: Run, n: int, prior: str, generator: torch.Generator, batch_size: int = 1000) -> torch.Tensor:
     """Means of p(x|z) for ``n`` latents z from ``prior``, clamped to [0, 1]: ``[n, C, H, W]`` on the CPU.
 
-    ``prior`` is a spec of :func:`vaelab.latent_prior.sample_latents`: ``standard`` (the model's
+    ``prior`` is a spec of :func:`vaelab.evaluation.latent_gmm.sample_latents`: ``standard`` (the model's
     N(0, I)) or ``gmm:K`` (a mixture fitted to the encoded training set). A label-conditional model
     draws its classes from the uniform p(y); a covariate model decodes at the training mean.
     """

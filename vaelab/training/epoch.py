@@ -19,12 +19,12 @@ import torch
 from tqdm.auto import tqdm
 
 from vaelab.config import TrainConfig
-from vaelab.datasets import binarize
-from vaelab.distributed import Processes
-from vaelab.model import VAE
-from vaelab.objectives import BatchSums, Objective, objective_sums
-from vaelab.semi_supervised import covariate_sums, label_sums
-from vaelab.tensorboard_log import TensorBoardLogger
+from vaelab.data.datasets import binarize
+from vaelab.training.distributed import Processes
+from vaelab.models.vae import VAE
+from vaelab.bounds.objectives import BatchSums, Objective, objective_sums
+from vaelab.bounds.missing import covariate_sums, label_sums
+from vaelab.views.tensorboard_log import TensorBoardLogger
 
 POSTFIX_EVERY = 50  # batches between updates of the running loss shown on the progress bar
 

@@ -27,13 +27,13 @@ from torch.distributions import Independent, Normal
 from tqdm.auto import tqdm
 
 from vaelab import rundir
-from vaelab.conditioning import condition_of, missing_mask
-from vaelab.datasets import Split
+from vaelab.models.conditions import condition_of, missing_mask
+from vaelab.data.datasets import Split
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_json
-from vaelab.model import VAE
-from vaelab.objectives import diagonal_gaussian_kl, elbo, reparameterize
-from vaelab.pipeline import load_data, resolve_device
+from vaelab.models.vae import VAE
+from vaelab.bounds.objectives import diagonal_gaussian_kl, elbo, reparameterize
+from vaelab.data.pipeline import load_data, resolve_device
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: dimension d is active if Cov_x(E_q[z_d]) > 0.01
 DEFAULT_MAX_FLOATS = 2**25  # decoder activations per chunk (~128 MB of float32): the memory bound

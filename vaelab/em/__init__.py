@@ -1,0 +1,1 @@
+"""Expectation maximisation with exact E-steps: Gaussian mixtures, factor analysis, linear-Gaussian models."""

@@ -1,0 +1,1 @@
+"""Evaluation: importance-weighted likelihood, sample quality, imputation, latent summaries."""

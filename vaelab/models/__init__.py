@@ -1,0 +1,1 @@
+"""Models: networks, likelihoods p(x|z), priors p(z), conditions c, and the VAE that composes them."""

@@ -1,0 +1,1 @@
+"""Views: image grids, plots, the HTML report, TensorBoard logging and the latent explorer."""
