@@ -111,7 +111,7 @@ def test_search_order_data_dir_env_system_cache(
 
 def test_files_directly_in_root_are_not_taken_for_a_dataset(isolated: Path) -> None:
     write_fake_idx(isolated / "root", marker=1)  # which dataset would these be? not guessed
-    with pytest.raises(VaelabError, match="not found"):
+    with pytest.raises(VaelabError, match="missing"):
         load_dataset("mnist", data_dir=str(isolated / "root"), download=False)
 
 
@@ -127,22 +127,46 @@ def test_uncompressed_files_and_split_convention(isolated: Path) -> None:
     assert ds.test.x.shape == (4, 1, 3, 3)
 
 
-def test_partial_directory_is_skipped(isolated: Path) -> None:
+def test_partial_searched_directory_is_skipped(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_fake_idx(isolated / "env" / "mnist", marker=1)
+    (isolated / "env" / "mnist" / f"{IDX_FILES['test_labels']}.gz").unlink()
+    monkeypatch.setenv("VAELAB_DATA", str(isolated / "env"))
+    write_fake_idx(isolated / "system" / "mnist", marker=3)
+    assert load_dataset("mnist", val_size=2, download=False).train.y[0] == 3
+
+
+def test_given_data_dir_is_the_only_place_searched(isolated: Path) -> None:
+    """A partial or absent data_dir is an error even though the system copy would do."""
+    write_fake_idx(isolated / "system" / "mnist", marker=3)
     write_fake_idx(isolated / "arg" / "mnist", marker=1)
     (isolated / "arg" / "mnist" / f"{IDX_FILES['test_labels']}.gz").unlink()
-    write_fake_idx(isolated / "system" / "mnist", marker=3)
-    assert (
-        load_dataset("mnist", data_dir=str(isolated / "arg"), val_size=2, download=False).train.y[0]
-        == 3
-    )
-
-
-def test_not_found_without_download_lists_searched_places(isolated: Path) -> None:
     with pytest.raises(VaelabError) as info:
-        load_dataset("mnist", data_dir=str(isolated / "arg"), download=False)
+        load_dataset("mnist", data_dir=str(isolated / "arg"), val_size=2)
+    message = str(info.value)
+    assert str(isolated / "arg" / "mnist") in message and "t10k-labels-idx1-ubyte.gz" in message
+    assert "train-images" not in message  # only what is missing is listed
+
+    (isolated / "empty").mkdir()
+    with pytest.raises(VaelabError, match="missing train-images-idx3-ubyte.gz, train-labels"):
+        load_dataset("mnist", data_dir=str(isolated / "empty"))
+    with pytest.raises(VaelabError, match=f"data directory not found: {isolated / 'nope'}"):
+        load_dataset("mnist", data_dir=str(isolated / "nope"))
+    with pytest.raises(VaelabError, match="data directory not found"):
+        describe_datasets(str(isolated / "nope"))
+    assert not (isolated / "cache").exists()  # nothing downloaded, no cache folder made
+
+
+def test_not_found_without_download_lists_searched_places(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VAELAB_DATA", str(isolated / "env"))
+    with pytest.raises(VaelabError) as info:
+        load_dataset("mnist", download=False)
     message = str(info.value)
     for place in (
-        isolated / "arg" / "mnist",
+        isolated / "env" / "mnist",
         isolated / "system" / "mnist",
         isolated / "cache" / "vaelab" / "mnist",
     ):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import os
 import struct
 import tempfile
 from pathlib import Path
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from vaelab.errors import VaelabError
-from vaelab.data.idx import read_idx, read_idx_pair, write_idx
+from vaelab.data.idx import read_idx, read_idx_file, read_idx_pair, write_idx
 
 
 def idx_bytes(array: np.ndarray, type_byte: int = 0x08, ndim: int | None = None) -> bytes:
@@ -133,7 +135,8 @@ def test_pair_ok_and_count_mismatch_names_both_files(tmp_path: Path) -> None:
     write_idx(images, np.zeros((5, 2, 2), dtype=np.uint8))
     write_idx(labels, np.arange(5, dtype=np.uint8))
     x, y = read_idx_pair(images, labels)
-    assert x.shape == (5, 2, 2) and y.tolist() == [0, 1, 2, 3, 4]
+    assert x.array.shape == (5, 2, 2) and y.array.tolist() == [0, 1, 2, 3, 4]
+    assert x.sha256 == hashlib.sha256(images.read_bytes()).hexdigest()
 
     write_idx(labels, np.arange(4, dtype=np.uint8))
     with pytest.raises(VaelabError) as info:
@@ -151,3 +154,96 @@ def test_pair_checks_ranks(tmp_path: Path) -> None:
         read_idx_pair(flat, labels)
     with pytest.raises(VaelabError, match=f"{flat}: expected 1-D"):
         read_idx_pair(images, flat)
+
+
+# ------------------------------------------------------------------------------------------------
+# Hostile input: bombs, non-regular files, provenance
+
+
+def zeros_gzip(header: bytes, n_zeros: int, member_bytes: int = 64 << 20) -> bytes:
+    """``header`` + ``n_zeros`` zero bytes as multi-member gzip (valid gzip): MBs on disk, GBs inside.
+
+    One compressed member of zeros is reused, so building an 8 GB bomb costs one 64 MB compression.
+    """
+    member = gzip.compress(bytes(member_bytes), compresslevel=9, mtime=0)
+    head = gzip.compress(header, mtime=0)
+    whole, rest = divmod(n_zeros, member_bytes)
+    return head + member * whole + gzip.compress(bytes(rest), mtime=0)
+
+
+class CountingGzip(gzip.GzipFile):
+    """A GzipFile that counts the decompressed bytes it hands out (``readinto`` goes through ``read``)."""
+
+    delivered = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = super().read(size)
+        CountingGzip.delivered += len(data)
+        return data
+
+
+def test_gzip_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
+    """The issue's bomb: 8 MB of gzip that inflates to 8 GB. Refused after reading 16 bytes."""
+    header = bytes([0, 0, 8, 3]) + struct.pack(">3I", 8192, 1024, 1024)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(zeros_gzip(header, 8 << 30, member_bytes=8 << 20))
+    assert path.stat().st_size < 10 << 20
+    expect_error(path, "(8192, 1024, 1024)", "needs 8.6 GB", "at most 2.1 GB")
+
+
+def test_long_bomb_reads_at_most_payload_plus_one_byte(tmp_path: Path, monkeypatch) -> None:
+    header = bytes([0, 0, 8, 2]) + struct.pack(">2I", 2, 2)
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(zeros_gzip(header, 1 << 30, member_bytes=8 << 20))  # honest small header, 1 GB of trailing zeros
+    monkeypatch.setattr("vaelab.data.idx.gzip.GzipFile", CountingGzip)
+    CountingGzip.delivered = 0
+    expect_error(path, "over-long IDX payload", "promises 4 bytes, found more")
+    assert CountingGzip.delivered <= len(header) + 4 + 1
+
+
+def test_gzip_too_small_for_its_claim_is_refused_unread(tmp_path: Path) -> None:
+    header = bytes([0, 0, 8, 3]) + struct.pack(">3I", 60000, 28, 28)
+    path = tmp_path / "tiny.gz"
+    path.write_bytes(gzip.compress(header + bytes(10)))
+    expect_error(path, "truncated IDX payload", "promises 47040000 bytes")
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "/dev/null"])
+def test_symlink_to_device_is_refused(tmp_path: Path, target: str) -> None:
+    if not Path(target).exists():
+        pytest.skip(f"no {target} here")
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.symlink_to(target)
+    expect_error(path, "character device", "expected an IDX file")
+
+
+def test_fifo_and_directory_are_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.gz"
+    os.mkfifo(fifo)  # no writer: a plain open() would wait forever
+    expect_error(fifo, "FIFO", "expected an IDX file")
+    (tmp_path / "dir.gz").mkdir()
+    expect_error(tmp_path / "dir.gz", "directory", "regular file")
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_sha256_is_of_the_file_as_stored(tmp_path: Path, compress: bool) -> None:
+    path = tmp_path / "a"
+    write_idx(path, np.arange(60, dtype=np.int16).reshape(3, 4, 5), compress=compress)
+    read = read_idx_file(path)
+    assert read.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert read.array.shape == (3, 4, 5) and read.array.dtype == np.int16
+
+
+def test_zero_sized_axis_is_a_valid_empty_array(tmp_path: Path) -> None:
+    (tmp_path / "e").write_bytes(idx_bytes(np.zeros((0, 28, 28), dtype=np.uint8)))
+    assert read_idx(tmp_path / "e").shape == (0, 28, 28)
+
+
+def test_gzip_with_trailing_garbage_or_bad_crc(tmp_path: Path) -> None:
+    good = gzip.compress(idx_bytes(np.arange(12, dtype=np.uint8)), mtime=0)
+    path = tmp_path / "g.gz"
+    path.write_bytes(good + b"junk after the stream")
+    expect_error(path, "corrupt gzip")
+    crc_broken = good[:-8] + bytes(b ^ 0xFF for b in good[-8:-4]) + good[-4:]
+    path.write_bytes(crc_broken)
+    expect_error(path, "corrupt gzip")

@@ -6,18 +6,20 @@ the same dataset evaluate on the same examples.
 
 Named datasets (:data:`DATASETS`):
 
-* ``mnist``, ``fashion-mnist`` - four IDX files, ``.gz`` or uncompressed. Searched in this order,
-  the first directory holding all four files wins:
+* ``mnist``, ``fashion-mnist`` - four IDX files, ``.gz`` or uncompressed. With a ``data_dir``
+  argument they must be in ``<data_dir>/<name>/``: a user who names a place means that place, so
+  nothing else is searched and nothing downloaded, and a missing ``data_dir`` is an error.
+  Without it they are searched in this order, the first directory holding all four files wins:
 
-  1. ``<data_dir>/<name>/`` (the ``data_dir`` argument),
-  2. ``$VAELAB_DATA/<name>/``,
-  3. ``/usr/share/datasets/<name>/`` (Debian's ``dataset-fashion-mnist`` package),
-  4. ``$XDG_CACHE_HOME/vaelab/<name>/`` or ``~/.cache/vaelab/<name>/``.
+  1. ``$VAELAB_DATA/<name>/``,
+  2. ``/usr/share/datasets/<name>/`` (Debian's ``dataset-fashion-mnist`` package),
+  3. ``$XDG_CACHE_HOME/vaelab/<name>/`` or ``~/.cache/vaelab/<name>/`` (``$VAELAB_CACHE`` moves it).
 
   ``data_dir`` and ``$VAELAB_DATA`` are *roots* holding one sub-directory per dataset, never the
   files themselves: MNIST and Fashion-MNIST use identical file names, so files lying directly in a
   root could be either. If nothing is found and ``download`` is true, the missing files are
-  downloaded into the cache directory (4.). Test = the official 10k ``t10k`` files in file order;
+  downloaded into the cache directory (3.); offline, the error names the folder and the files to
+  put there by hand. Test = the official 10k ``t10k`` files in file order;
   validation = the last ``val_size`` (default 5000) examples of the training file; train = the
   rest, in file order (55000 / 5000 / 10000).
 * ``digits`` - scikit-learn's 8x8 UCI digits (1797 images, values 0..16 scaled by 1/16). It has no
@@ -41,21 +43,43 @@ give continuous covariates (:func:`covariates_from_class_names`), for ``--condit
   User data is split with ``numpy.random.default_rng(seed).permutation(N)``: the first
   ``max(1, N // 10)`` indices are test, the next ``val_size`` (default ``max(1, N // 10)``)
   validation, the rest train; at least 3 examples are required.
+
+Every reader treats its input as possibly broken or hostile and fails with a one-line
+:class:`VaelabError` naming the file: only regular files are read (a FIFO would hang, a symlink to
+``/dev/zero`` never end), sizes promised by headers are checked before anything is allocated
+(:data:`~vaelab.data.idx.MAX_ARRAY_BYTES`, :data:`MAX_IMAGE_PIXELS`), labels must lie below
+:data:`MAX_CLASSES`, and ``.npz`` files are never unpickled.
+
+Each :class:`Dataset` records its :attr:`~Dataset.provenance`: ``(path, sha256)`` of every file
+read, hashed while reading, or a description of embedded data.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import os
+import struct
+import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from vaelab.data import download as downloader
+from vaelab.data.idx import (
+    MAX_ARRAY_BYTES,
+    gigabytes,
+    one_line,
+    read_file_hashed,
+    read_idx_pair,
+    read_into,
+)
 from vaelab.errors import VaelabError
-from vaelab.data.idx import read_idx_pair
 
 SYSTEM_DATA_ROOT = Path("/usr/share/datasets")  # where Debian's dataset-* packages install
 DATA_ENV = "VAELAB_DATA"
@@ -71,6 +95,11 @@ class Split:
         return len(self.x)
 
 
+# Where a dataset's examples came from: (absolute path, sha256 of the file's bytes) for every file
+# read, in reading order, or a description of data shipped inside a library ("embedded: ...").
+Provenance = tuple[tuple[str, str], ...] | str
+
+
 @dataclass(frozen=True)
 class Dataset:
     name: str  # "fashion-mnist", "digits", or the user's path
@@ -80,6 +109,7 @@ class Dataset:
     classes: tuple[str, ...] | None  # class names, index = label
     source: str  # where it was found (directory/file), or "scikit-learn"
     covariate_names: tuple[str, ...] | None = None  # names of the columns of ``Split.c``
+    provenance: Provenance = ()  # see Provenance; () when unknown (a Dataset built by hand)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -110,6 +140,7 @@ class _UserData:
     classes: tuple[str, ...] | None = None
     c: torch.Tensor | None = None
     covariate_names: tuple[str, ...] | None = None
+    provenance: tuple[tuple[str, str], ...] = ()
 
 
 def _check_val_size(source: str, val_size: int, available: int) -> None:
@@ -154,22 +185,36 @@ class IdxSource:
     sizes: tuple[int, int] = (60000, 10000)  # official train, test counts
 
     def search_dirs(self, data_dir: str | os.PathLike | None) -> list[Path]:
-        """Candidate directories in search order (see the module docstring)."""
-        roots = [data_dir, os.environ.get(DATA_ENV) or None, SYSTEM_DATA_ROOT, cache_dir()]
+        """Candidate directories in search order: only ``<data_dir>/<name>`` when ``data_dir`` is given."""
+        if data_dir:
+            root = Path(data_dir).expanduser()
+            if not root.is_dir():
+                raise VaelabError(
+                    f"data directory not found: {root} (expected a folder holding {self.name}/)"
+                )
+            return [root / self.name]
+        roots = [os.environ.get(DATA_ENV) or None, SYSTEM_DATA_ROOT, cache_dir()]
         return [Path(root) / self.name for root in roots if root is not None]
 
     @staticmethod
-    def files_in(directory: Path) -> dict[str, Path] | None:
-        """The four files in ``directory`` (raw before ``.gz``), or None if any is absent."""
+    def present_in(directory: Path) -> dict[str, Path]:
+        """Those of the four files that ``directory`` holds (raw before ``.gz``).
+
+        Anything under a file's name counts, even a FIFO or a dangling link: reading it then fails
+        loudly instead of the search silently moving on to another copy.
+        """
         found = {}
         for role, stem in IDX_FILES.items():
-            path = next(
-                (p for p in (directory / stem, directory / f"{stem}.gz") if p.is_file()), None
-            )
-            if path is None:
-                return None
-            found[role] = path
+            path = next((p for p in (directory / stem, directory / f"{stem}.gz") if os.path.lexists(p)), None)
+            if path is not None:
+                found[role] = path
         return found
+
+    @classmethod
+    def files_in(cls, directory: Path) -> dict[str, Path] | None:
+        """The four files in ``directory``, or None if any is absent."""
+        found = cls.present_in(directory)
+        return found if len(found) == len(IDX_FILES) else None
 
     def locate(self, data_dir: str | os.PathLike | None) -> dict[str, Path] | None:
         for directory in self.search_dirs(data_dir):
@@ -178,48 +223,78 @@ class IdxSource:
                 return files
         return None
 
+    def _file_list(self, roles: list[str]) -> str:
+        return ", ".join(f"{IDX_FILES[role]}.gz" for role in roles)
+
     def fetch(self) -> dict[str, Path]:
-        """Download whichever of the four files the cache directory lacks."""
+        """Download whichever of the four files the cache directory lacks.
+
+        Offline, the error says which files to put where by hand: that is the only way to get
+        MNIST onto a machine without internet.
+        """
         target = cache_dir() / self.name
-        for role, stem in IDX_FILES.items():
-            if not ((target / stem).is_file() or (target / f"{stem}.gz").is_file()):
-                downloader.download(f"{stem}.gz", self.md5[role], self.mirrors, target)
+        missing = [role for role in IDX_FILES if role not in self.present_in(target)]
+        for role in missing:
+            try:
+                downloader.download(f"{IDX_FILES[role]}.gz", self.md5[role], self.mirrors, target)
+            except VaelabError as exc:
+                raise VaelabError(
+                    f"{exc}; to install {self.name} by hand, copy {self._file_list(missing)} into "
+                    f"{target}/ (or into DIR/{self.name}/ and pass --data-dir DIR)"
+                ) from exc
         files = self.files_in(target)
         assert files is not None, "every missing file was just downloaded"
         return files
 
+    def find(self, data_dir: str | None, download: bool) -> dict[str, Path]:
+        """The four files: from ``data_dir`` alone when given, else searched for, else downloaded."""
+        files = self.locate(data_dir)
+        if files is not None:
+            return files
+        if data_dir:
+            directory = self.search_dirs(data_dir)[0]
+            missing = [role for role in IDX_FILES if role not in self.present_in(directory)]
+            raise VaelabError(
+                f"{directory}: missing {self._file_list(missing)} (or the same without .gz); "
+                f"expected all four {self.name} IDX files there, the only place searched when a "
+                "data directory is given"
+            )
+        if not download:
+            searched = ", ".join(str(d) for d in self.search_dirs(data_dir))
+            raise VaelabError(
+                f"{self.name}: IDX files not found in {searched}; allow downloading or put "
+                f"{self._file_list(list(IDX_FILES))} in one of them"
+            )
+        return self.fetch()
+
     def load(
         self, data_dir: str | None, val_size: int | None, download: bool, seed: int
     ) -> Dataset:
-        files = self.locate(data_dir)
-        if files is None:
-            if not download:
-                searched = ", ".join(str(d) for d in self.search_dirs(data_dir))
-                raise VaelabError(
-                    f"{self.name}: IDX files not found in {searched}; allow downloading or put "
-                    f"{IDX_FILES['train_images']}.gz and the other three files in one of them"
-                )
-            files = self.fetch()
+        files = self.find(data_dir, download)
         train_x, train_y = read_idx_pair(files["train_images"], files["train_labels"])
         test_x, test_y = read_idx_pair(files["test_images"], files["test_labels"])
-        if train_x.shape[1:] != test_x.shape[1:]:
+        if train_x.array.shape[1:] != test_x.array.shape[1:]:
             raise VaelabError(
-                f"{files['test_images']}: images are {test_x.shape[1:]} but "
-                f"{files['train_images']} holds {train_x.shape[1:]}"
+                f"{files['test_images']}: images are {test_x.array.shape[1:]} but "
+                f"{files['train_images']} holds {train_x.array.shape[1:]}; expected the same size"
             )
         source = str(files["train_images"].parent)
         val_size = 5000 if val_size is None else val_size
-        _check_val_size(source, val_size, len(train_x))
-        x = _to_float(train_x, 255.0).unsqueeze(1)  # [N, 1, H, W]
-        y = _labels(train_y)
+        _check_val_size(source, val_size, len(train_x.array))
+        x = _to_float(train_x.array, 255.0).unsqueeze(1)  # [N, 1, H, W]
+        y = _labels(train_y.array)
         n_train = len(x) - val_size
+        reads = (train_x, train_y, test_x, test_y)  # in the order of IDX_FILES
         return Dataset(
             name=self.name,
             train=Split(x[:n_train], y[:n_train]),
             val=Split(x[n_train:], y[n_train:]),
-            test=Split(_to_float(test_x, 255.0).unsqueeze(1), _labels(test_y)),
+            test=Split(_to_float(test_x.array, 255.0).unsqueeze(1), _labels(test_y.array)),
             classes=self.classes,
             source=source,
+            provenance=tuple(
+                (str(files[role].resolve()), read.sha256) for role, read in zip(IDX_FILES, reads, strict=True)
+            ),
         )
 
     def describe(self, data_dir: str | None) -> dict:
@@ -229,14 +304,18 @@ class IdxSource:
             "name": self.name,
             "kind": "images, 28x28 gray, 10 classes",
             "found": files is not None,
-            "location": (
-                str(files["train_images"].parent)
-                if files is not None
-                else f"download from {self.mirrors[0]} into {cache_dir() / self.name}"
-            ),
+            "location": self._location(files, data_dir),
             "shape": self.shape,
             "sizes": {"train": n_train - 5000, "val": 5000, "test": n_test},
         }
+
+    def _location(self, files: dict[str, Path] | None, data_dir: str | None) -> str:
+        """Where the files are, or where they would come from."""
+        if files is not None:
+            return str(files["train_images"].parent)
+        if data_dir:
+            return f"missing from {self.search_dirs(data_dir)[0]}"
+        return f"download from {self.mirrors[0]} into {cache_dir() / self.name}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +334,7 @@ class SklearnDigits:
     def load(
         self, data_dir: str | None, val_size: int | None, download: bool, seed: int
     ) -> Dataset:
+        import sklearn
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
@@ -271,6 +351,7 @@ class SklearnDigits:
             test=_take(x, y, test),
             classes=tuple(str(d) for d in range(10)),
             source="scikit-learn",
+            provenance=f"embedded: scikit-learn {sklearn.__version__} load_digits",
         )
 
     def describe(self, data_dir: str | None) -> dict:
@@ -336,24 +417,83 @@ DATASETS: dict[str, IdxSource | SklearnDigits] = {
 # User data
 
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+# Per image. Pillow's own bomb guard starts at 89M pixels; a VAE never needs more than this.
+MAX_IMAGE_PIXELS = 4096 * 4096
+# The largest file a valid image within MAX_IMAGE_PIXELS can be: uncompressed 16-bit RGBA plus
+# 1 MiB of metadata. Anything bigger is refused before it is read.
+MAX_IMAGE_FILE_BYTES = 8 * MAX_IMAGE_PIXELS + (1 << 20)
+# Labels (.npz ``y``) must lie below this: one stray 10**9 must not build a billion class names.
+MAX_CLASSES = 10_000
+# What Pillow raises for files it cannot decode (truncated, corrupt, unknown format).
+_IMAGE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, struct.error)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    extensions = set(Image.registered_extensions())
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions
-    )
-
-
-def _open_image(path: Path) -> Image.Image:
+def _list_dir(folder: Path) -> list[Path]:
+    """The entries of ``folder``, sorted by name; a folder that cannot be listed is a user error."""
     try:
-        image = Image.open(path)
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise VaelabError(f"{path}: cannot read image ({exc})") from exc
-    return image
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise VaelabError(
+            f"{folder}: cannot list folder ({exc.strerror or exc}); expected a readable folder of images"
+        ) from exc
+
+
+def _image_files(entries: list[Path]) -> list[Path]:
+    """Entries named like images (an extension Pillow knows), hidden ones excluded.
+
+    Not only regular files: a FIFO or device named like an image is refused when read, rather
+    than silently left out of the dataset.
+    """
+    extensions = set(Image.registered_extensions())
+    return [
+        p
+        for p in entries
+        if not p.name.startswith(".") and p.suffix.lower() in extensions and not p.is_dir()
+    ]
+
+
+def _decode_image(path: Path) -> tuple[Image.Image, str]:
+    """One image, decoded, and the sha256 of its file; bombs are refused before decoding pixels.
+
+    Pillow turns its size warning into an error here, so an image between our limit and
+    Pillow's hard one fails the same way as the rest.
+    """
+    data, sha256 = read_file_hashed(path, "an image file", MAX_IMAGE_FILE_BYTES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            _check_pixels(path, image.size)
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise VaelabError(
+                f"{path}: image too large ({one_line(exc)}); expected at most {MAX_IMAGE_PIXELS} pixels"
+            ) from exc
+        except _IMAGE_ERRORS as exc:
+            raise VaelabError(
+                f"{path}: cannot read image ({one_line(exc)}); expected an image file Pillow decodes"
+            ) from exc
+    return image, sha256
+
+
+def _check_pixels(path: Path, size: tuple[int, int]) -> None:
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise VaelabError(
+            f"{path}: image is {width}x{height} = {width * height} pixels; expected at most "
+            f"{MAX_IMAGE_PIXELS} (MAX_IMAGE_PIXELS)"
+        )
+
+
+def _check_folder_budget(folder: Path, count: int, size: tuple[int, int]) -> None:
+    """Refuse, after the first image, a folder whose images together exceed the array limit."""
+    width, height = size
+    needed = count * width * height * 3  # uint8 RGB, the largest form before the float tensor
+    if needed > MAX_ARRAY_BYTES:
+        raise VaelabError(
+            f"{folder}: {count} images of {width}x{height} need {gigabytes(needed)}; expected at "
+            f"most {gigabytes(MAX_ARRAY_BYTES)} in all"
+        )
 
 
 def covariates_from_class_names(classes: tuple[str, ...]) -> tuple[torch.Tensor, tuple[str, ...]] | None:
@@ -380,91 +520,148 @@ def covariates_from_class_names(classes: tuple[str, ...]) -> tuple[torch.Tensor,
     return torch.tensor([[row[k] for k in names] for row in rows], dtype=torch.float32), names
 
 
-def _load_folder(folder: Path) -> _UserData:
-    """Images of ``folder`` (flat, or one sub-folder per class) as ``[N, C, H, W]`` in [0, 1]."""
-    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    top_files = _image_files(folder)
+def _folder_layout(folder: Path) -> tuple[list[Path], list[int], tuple[str, ...] | None]:
+    """Image paths, their labels and the class names (None for a flat folder), before any is read."""
+    entries = _list_dir(folder)
+    subdirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+    top_files = _image_files(entries)
     if subdirs and top_files:
         raise VaelabError(
             f"{folder}: mixes image files ({top_files[0].name}) with class sub-folders; "
             "use either a flat folder or one sub-folder per class"
         )
-    if subdirs:
-        classes: tuple[str, ...] | None = tuple(d.name for d in subdirs)
-        paths, labels = [], []
-        for label, subdir in enumerate(subdirs):
-            files = _image_files(subdir)
-            if not files:
-                raise VaelabError(f"{subdir}: class folder holds no image files")
-            paths += files
-            labels += [label] * len(files)
-    else:
-        classes, paths, labels = None, top_files, []
-    if not paths:
-        raise VaelabError(f"{folder}: no image files found (expected images or class sub-folders)")
+    if not subdirs:
+        if not top_files:
+            raise VaelabError(
+                f"{folder}: no image files found (expected images or class sub-folders)"
+            )
+        return top_files, [], None
+    paths, labels = [], []
+    for label, subdir in enumerate(subdirs):
+        files = _image_files(_list_dir(subdir))
+        if not files:
+            raise VaelabError(f"{subdir}: class folder holds no image files, expected at least one")
+        paths += files
+        labels += [label] * len(files)
+    return paths, labels, tuple(d.name for d in subdirs)
 
-    images = [_open_image(p) for p in paths]
-    first_size = images[0].size
-    for path, image in zip(paths, images, strict=True):
-        if image.size != first_size:
+
+def _read_images(folder: Path, paths: list[Path]) -> tuple[torch.Tensor, tuple[tuple[str, str], ...]]:
+    """``[N, C, H, W]`` in [0, 1] and the provenance of every file; sizes checked as they arrive."""
+    pixels, provenance, gray = [], [], True
+    for path in paths:
+        image, sha256 = _decode_image(path)
+        if not pixels:
+            first_size = image.size
+            _check_folder_budget(folder, len(paths), first_size)
+        elif image.size != first_size:
             raise VaelabError(
                 f"{path}: image is {image.size[0]}x{image.size[1]} but {paths[0]} is "
                 f"{first_size[0]}x{first_size[1]}; all images must have the same size"
             )
-    gray = all(image.mode in GRAY_MODES for image in images)
-    mode = "L" if gray else "RGB"
-    pixels = np.stack([np.asarray(image.convert(mode)) for image in images])  # [N, H, W(, 3)]
-    x = _to_float(pixels, 255.0)
-    x = x.unsqueeze(1) if gray else x.permute(0, 3, 1, 2).contiguous()
+        is_gray = image.mode in GRAY_MODES
+        gray = gray and is_gray
+        pixels.append(np.asarray(image.convert("L" if is_gray else "RGB")))  # [H, W] or [H, W, 3]
+        provenance.append((str(path.resolve()), sha256))
+    if gray:
+        return _to_float(np.stack(pixels), 255.0).unsqueeze(1), tuple(provenance)
+    rgb = [p if p.ndim == 3 else np.repeat(p[:, :, None], 3, axis=2) for p in pixels]  # as Pillow's L -> RGB
+    return _to_float(np.stack(rgb), 255.0).permute(0, 3, 1, 2).contiguous(), tuple(provenance)
+
+
+def _load_folder(folder: Path) -> _UserData:
+    """Images of ``folder`` (flat, or one sub-folder per class) as ``[N, C, H, W]`` in [0, 1]."""
+    paths, labels, classes = _folder_layout(folder)
+    x, provenance = _read_images(folder, paths)
     if classes is None:
-        return _UserData(x)
+        return _UserData(x, provenance=provenance)
     y = _labels(np.array(labels))
     numeric = covariates_from_class_names(classes)
     if numeric is None:
-        return _UserData(x, y, classes)
+        return _UserData(x, y, classes, provenance=provenance)
     values, names = numeric
-    return _UserData(x, y, classes, values[y], names)
+    return _UserData(x, y, classes, values[y], names, provenance)
 
 
-def _npz_covariates(path: Path, arrays: dict[str, np.ndarray], n: int) -> tuple[torch.Tensor | None, tuple[str, ...] | None]:
-    """``c`` ([N] or [N, K] floats, NaN = missing) and its optional ``c_names`` ([K] strings)."""
-    if "c" not in arrays:
-        if "c_names" in arrays:
-            raise VaelabError(f"{path}: c_names given without c")
-        return None, None
-    c_np = arrays["c"]
-    if c_np.ndim == 1:
-        c_np = c_np[:, None]
-    if c_np.ndim != 2 or len(c_np) != n or not (np.issubdtype(c_np.dtype, np.floating) or np.issubdtype(c_np.dtype, np.integer)):
-        raise VaelabError(f"{path}: c must be {n} rows of numbers [N] or [N, K], got dtype {c_np.dtype} shape {arrays['c'].shape}")
-    c = torch.from_numpy(c_np.astype(np.float32))
-    if torch.isinf(c).any():
-        raise VaelabError(f"{path}: c contains infinite values (use NaN for a missing covariate)")
-    if "c_names" in arrays:
-        names = tuple(str(v) for v in np.asarray(arrays["c_names"]).reshape(-1))
-        if len(names) != c.shape[1] or len(set(names)) != len(names) or not all(names):
-            raise VaelabError(f"{path}: c_names must be {c.shape[1]} distinct non-empty names, got {list(names)}")
-    else:
-        names = tuple(f"c{k}" for k in range(c.shape[1]))
-    return c, names
+NPZ_KEYS = ("x", "y", "c", "c_names")
+# What zipfile and numpy's .npy header parser raise for a broken archive (bad zip, CRC, header).
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, TypeError, RuntimeError)
+_NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 
 
-def _load_npz(path: Path) -> _UserData:
-    """``x`` (and ``y``, ``c``) from an ``.npz`` file, validated; see the module docstring for shapes."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise VaelabError(f"{path}: cannot read .npz file ({exc})") from exc
-    keys = sorted(arrays)
-    if "x" not in arrays or not set(keys) <= {"x", "y", "c", "c_names"}:
+def _npz_members(path: Path, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """Array name -> zip member, checked against the names vaelab knows and the size limit."""
+    infos = archive.infolist()
+    members = {info.filename.removesuffix(".npy"): info for info in infos}
+    found = sorted(info.filename for info in infos)
+    if "x" not in members or not set(members) <= set(NPZ_KEYS) or not all(f.endswith(".npy") for f in found):
         raise VaelabError(
-            f"{path}: expected arrays 'x' (required), 'y', 'c' and 'c_names' (optional), found {keys}"
+            f"{path}: expected arrays 'x' (required), 'y', 'c' and 'c_names' (optional), found {found}"
         )
-    x_np = arrays["x"]
-    if x_np.ndim not in (2, 3, 4) or len(x_np) == 0:
+    declared = sum(info.file_size for info in members.values())
+    if declared > MAX_ARRAY_BYTES:
         raise VaelabError(
-            f"{path}: x must be [N, D], [N, H, W] or [N, C, H, W] with N > 0, "
+            f"{path}: arrays need {gigabytes(declared)}; expected at most {gigabytes(MAX_ARRAY_BYTES)}"
+        )
+    return members
+
+
+def _npz_array(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One member's array: its .npy header first, then exactly the bytes it promises.
+
+    numpy's own reader allocates whatever shape a header claims and unpickles object arrays
+    when asked; this one checks the claim against the member's size and never unpickles.
+    """
+    key = info.filename.removesuffix(".npy")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in _NPY_HEADER_READERS:
+            raise VaelabError(f"{path}: array {key!r} has .npy format {version}, expected 1.0 or 2.0")
+        shape, fortran_order, dtype = _NPY_HEADER_READERS[version](member)
+        if dtype.hasobject:
+            raise VaelabError(
+                f"{path}: array {key!r} holds Python objects (dtype {dtype}); expected numbers "
+                "(or strings for c_names): vaelab never unpickles data"
+            )
+        count = math.prod(shape)
+        promised = count * dtype.itemsize
+        if min(shape, default=0) < 0 or promised > info.file_size:
+            raise VaelabError(
+                f"{path}: array {key!r} header promises shape {shape} of {dtype} but its member "
+                f"holds only {info.file_size} bytes; expected a complete .npz file"
+            )
+        buffer = bytearray(promised + 1)
+        found = read_into(member, memoryview(buffer))
+    if found != promised:
+        raise VaelabError(
+            f"{path}: array {key!r} header promises {promised} bytes of data, found "
+            f"{found if found < promised else 'more'}; expected a complete .npz file"
+        )
+    return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape, order="F" if fortran_order else "C")
+
+
+def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], str]:
+    """The arrays of an ``.npz`` file and the file's sha256, read from one pass over its bytes."""
+    data, sha256 = read_file_hashed(path, "an .npz file", MAX_ARRAY_BYTES + (1 << 20))  # + headers
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = _npz_members(path, archive)
+            return {key: _npz_array(path, archive, info) for key, info in members.items()}, sha256
+    except _ZIP_ERRORS as exc:
+        raise VaelabError(
+            f"{path}: cannot read .npz file ({one_line(exc)}); expected a zip of .npy arrays "
+            "as numpy.savez writes"
+        ) from exc
+
+
+def _npz_x(path: Path, x_np: np.ndarray) -> torch.Tensor:
+    """``x`` as float32 ``[N, D]`` or ``[N, C, H, W]``, validated."""
+    if x_np.ndim not in (2, 3, 4) or 0 in x_np.shape:
+        raise VaelabError(
+            f"{path}: x must be [N, D], [N, H, W] or [N, C, H, W] with no empty axis, "
             f"got shape {x_np.shape}"
         )
     if x_np.ndim == 4 and x_np.shape[1] not in (1, 3):
@@ -479,30 +676,79 @@ def _load_npz(path: Path) -> _UserData:
     else:
         raise VaelabError(f"{path}: x has dtype {x_np.dtype}, expected uint8 (0..255) or float")
     if not torch.isfinite(x).all():
-        raise VaelabError(f"{path}: x contains NaN or infinite values")
+        raise VaelabError(f"{path}: x contains NaN or infinite values (as float32), expected finite numbers")
     if x.ndim > 2 and (x.min() < 0 or x.max() > 1):
         raise VaelabError(
             f"{path}: float images must lie in [0, 1], "
             f"found [{x.min().item():g}, {x.max().item():g}]"
         )
-    if x.ndim == 3:
-        x = x.unsqueeze(1)  # [N, 1, H, W]
+    return x.unsqueeze(1) if x.ndim == 3 else x  # [N, H, W] -> [N, 1, H, W]
 
-    c, covariate_names = _npz_covariates(path, arrays, len(x))
-    if "y" not in arrays:
-        return _UserData(x, c=c, covariate_names=covariate_names)
-    y_np = arrays["y"]
-    if y_np.ndim != 1 or len(y_np) != len(x) or not np.issubdtype(y_np.dtype, np.integer):
+
+def _npz_labels(path: Path, y_np: np.ndarray, n: int) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """``y`` as int64 and one class name per label value; the largest label is checked first."""
+    if y_np.ndim != 1 or len(y_np) != n or not np.issubdtype(y_np.dtype, np.integer):
         raise VaelabError(
-            f"{path}: y must be {len(x)} integer labels [N], "
+            f"{path}: y must be {n} integer labels [N] (0..K-1, -1: missing), "
             f"got dtype {y_np.dtype} shape {y_np.shape}"
         )
-    if y_np.min() < -1:
+    low, high = int(y_np.min()), int(y_np.max())
+    if low < -1:
         raise VaelabError(
-            f"{path}: y holds negative label {y_np.min()}, expected class indices 0..K-1 (-1: missing)"
+            f"{path}: y holds negative label {low}, expected class indices 0..K-1 (-1: missing)"
         )
-    classes = tuple(str(k) for k in range(int(y_np.max()) + 1))
-    return _UserData(x, _labels(y_np), classes, c, covariate_names)
+    if high >= MAX_CLASSES:
+        raise VaelabError(
+            f"{path}: y holds label {high}, expected class indices below {MAX_CLASSES} (MAX_CLASSES)"
+        )
+    if high < 0:
+        raise VaelabError(
+            f"{path}: y marks every example missing (-1); expected at least one label, or no y"
+        )
+    return _labels(y_np), tuple(str(k) for k in range(high + 1))
+
+
+def _npz_covariates(
+    path: Path, arrays: dict[str, np.ndarray], n: int
+) -> tuple[torch.Tensor | None, tuple[str, ...] | None]:
+    """``c`` ([N] or [N, K] floats, NaN = missing) and its optional ``c_names`` ([K] strings)."""
+    if "c" not in arrays:
+        if "c_names" in arrays:
+            raise VaelabError(f"{path}: c_names given without c, expected both or neither")
+        return None, None
+    c_np = arrays["c"]
+    if c_np.ndim == 1:
+        c_np = c_np[:, None]
+    numeric = np.issubdtype(c_np.dtype, np.floating) or np.issubdtype(c_np.dtype, np.integer)
+    if c_np.ndim != 2 or len(c_np) != n or c_np.shape[1] == 0 or not numeric:
+        raise VaelabError(
+            f"{path}: c must be {n} rows of numbers [N] or [N, K] with K >= 1, "
+            f"got dtype {c_np.dtype} shape {arrays['c'].shape}"
+        )
+    c = torch.from_numpy(c_np.astype(np.float32))
+    if torch.isinf(c).any():
+        raise VaelabError(f"{path}: c contains infinite values (as float32); expected NaN for a missing covariate")
+    if "c_names" not in arrays:
+        return c, tuple(f"c{k}" for k in range(c.shape[1]))
+    names = tuple(str(v) for v in arrays["c_names"].reshape(-1))
+    if len(names) != c.shape[1] or len(set(names)) != len(names) or not all(names):
+        raise VaelabError(
+            f"{path}: c_names must be {c.shape[1]} distinct non-empty names, got {len(names)}: "
+            f"{list(names)[:10]}"
+        )
+    return c, names
+
+
+def _load_npz(path: Path) -> _UserData:
+    """``x`` (and ``y``, ``c``) from an ``.npz`` file, validated; see the module docstring for shapes."""
+    arrays, sha256 = _read_npz(path)
+    x = _npz_x(path, arrays["x"])
+    c, covariate_names = _npz_covariates(path, arrays, len(x))
+    provenance = ((str(path.resolve()), sha256),)
+    if "y" not in arrays:
+        return _UserData(x, c=c, covariate_names=covariate_names, provenance=provenance)
+    y, classes = _npz_labels(path, arrays["y"], len(x))
+    return _UserData(x, y, classes, c, covariate_names, provenance)
 
 
 def _load_user(path: Path, name: str, val_size: int | None, seed: int) -> Dataset:
@@ -531,7 +777,14 @@ def _load_user(path: Path, name: str, val_size: int | None, seed: int) -> Datase
         classes=data.classes,
         source=str(path.resolve()),
         covariate_names=data.covariate_names,
+        provenance=data.provenance,
     )
+
+
+def _looks_like_path(name: str) -> bool:
+    """Whether ``name`` can only mean a file or folder (so a missing one is "not found", not "unknown")."""
+    separators = [sep for sep in (os.sep, os.altsep) if sep]
+    return any(sep in name for sep in separators) or name.startswith((".", "~")) or name.lower().endswith(".npz")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,11 +807,14 @@ def load_dataset(
     if name in DATASETS:
         return DATASETS[name].load(data_dir, val_size, download, seed)
     path = Path(name).expanduser()
-    if path.exists():
+    if os.path.exists(path):
         return _load_user(path, name, val_size, seed)
+    if _looks_like_path(name):
+        raise VaelabError(f"file not found: {path} (expected a folder of images or an .npz file)")
     known = ", ".join(DATASETS)
     raise VaelabError(
-        f"unknown dataset {name!r}: expected one of {known}, a folder of images or an .npz file"
+        f"unknown dataset {name!r}: expected one of {known}, or the path of a folder of images "
+        "or an .npz file (there is no such file)"
     )
 
 
