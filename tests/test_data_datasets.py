@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from pathlib import Path
 
@@ -364,6 +365,15 @@ def test_npz_tabular_float_kept_and_channels_first(tmp_path: Path) -> None:
         ),
         ({"x": np.zeros((5, 2, 2), np.uint8), "y": np.zeros(5, np.float32)}, "y must be"),
         ({"x": np.zeros((5, 2, 2), np.uint8), "y": -2 * np.ones(5, np.int64)}, "negative"),
+        ({"x": np.zeros((0, 2, 2), np.uint8)}, "no empty axis"),
+        ({"x": np.zeros((5, 0), np.float32)}, "no empty axis"),
+        ({"x": np.zeros((5, 2, 2), np.uint8), "y": np.array([0, 1, 2, 3, 10**9])}, "below 10000"),
+        ({"x": np.zeros((5, 2, 2), np.uint8), "y": np.array([0, 1, np.nan, 1, 0])}, "integer labels"),
+        ({"x": np.zeros((5, 2, 2), np.uint8), "y": -np.ones(5, np.int64)}, "every example missing"),
+        ({"x": np.zeros((5, 2, 2), np.uint8), "c": np.zeros(4)}, "c must be 5 rows"),
+        ({"x": np.zeros((5, 2, 2), np.uint8), "c": np.zeros((5, 2, 2))}, "c must be 5 rows"),
+        ({"x": np.zeros((5, 2, 2), np.uint8), "c": np.zeros((5, 0))}, "K >= 1"),
+        ({"x": np.zeros((5, 2, 2), np.complex64)}, "dtype complex64"),
     ],
 )
 def test_npz_errors_name_the_file(tmp_path: Path, arrays: dict, fragment: str) -> None:
@@ -437,3 +447,125 @@ def test_cache_dir_follows_vaelab_cache_then_xdg(monkeypatch, tmp_path):
     monkeypatch.delenv("VAELAB_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_dir() == tmp_path / "xdg" / "vaelab"
+
+
+def test_npz_object_arrays_are_never_unpickled(tmp_path: Path) -> None:
+    path = tmp_path / "obj.npz"
+    np.savez(path, x=np.array([[1, "a"], [2, "b"], [3, "c"]], dtype=object))
+    with pytest.raises(VaelabError, match=f"{path}: array 'x' holds Python objects") as info:
+        load_dataset(str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_truncated_npz_is_a_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "cut.npz"
+    np.savez(path, x=np.zeros((30, 4, 4), np.uint8), y=np.arange(30) % 3)
+    whole = path.read_bytes()
+    for keep in (len(whole) - 10, len(whole) // 2, 30):
+        path.write_bytes(whole[:keep])
+        with pytest.raises(VaelabError, match=f"{path}: cannot read .npz file"):
+            load_dataset(str(path))
+
+
+def npz_with_lying_header(path: Path, shape: tuple[int, ...], data: bytes) -> None:
+    """An .npz whose x.npy header claims ``shape`` (uint8) but whose data is ``data``."""
+    import io
+    import zipfile
+
+    npy = io.BytesIO()
+    np.lib.format.write_array_header_1_0(npy, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.npy", npy.getvalue() + data)
+
+
+def test_npz_header_claiming_more_than_the_member_holds(tmp_path: Path) -> None:
+    """A .npy header promising 10**12 values must be refused before anything is allocated."""
+    path = tmp_path / "liar.npz"
+    npz_with_lying_header(path, (10**6, 10**6), bytes(100))
+    with pytest.raises(VaelabError, match="header promises shape") as info:
+        load_dataset(str(path))
+    assert str(path) in str(info.value)
+    npz_with_lying_header(path, (5, 2), bytes(11))  # one byte too many
+    with pytest.raises(VaelabError, match="promises 10 bytes of data, found more"):
+        load_dataset(str(path))
+
+
+def test_missing_paths_are_not_found_not_unknown(tmp_path: Path) -> None:
+    for name in (str(tmp_path / "gone.npz"), "gone.npz", str(tmp_path / "folder"), "./folder"):
+        with pytest.raises(VaelabError, match=f"^file not found: {name} "):
+            load_dataset(name)
+
+
+def test_fifo_and_device_as_npz_are_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.npz")
+    with pytest.raises(VaelabError, match=f"{tmp_path / 'pipe.npz'}: is a FIFO"):
+        load_dataset(str(tmp_path / "pipe.npz"))
+    (tmp_path / "zero.npz").symlink_to("/dev/zero")
+    with pytest.raises(VaelabError, match=f"{tmp_path / 'zero.npz'}: is a character device"):
+        load_dataset(str(tmp_path / "zero.npz"))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR chunk claiming ``width`` x ``height``: a bomb costs no disk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(("size", "fragment"), [(20000, "image too large"), (5000, "5000x5000")])
+def test_image_bombs_are_refused_naming_the_file(tmp_path: Path, size: int, fragment: str) -> None:
+    save_png(tmp_path / "a.png", (4, 4))
+    (tmp_path / "b.png").write_bytes(png_header_only(size, size))
+    save_png(tmp_path / "c.png", (4, 4))
+    with pytest.raises(VaelabError, match=fragment) as info:
+        load_dataset(str(tmp_path))
+    assert str(info.value).startswith(f"{tmp_path / 'b.png'}: ") and "\n" not in str(info.value)
+
+
+def test_fifo_named_like_an_image_is_refused_not_skipped(tmp_path: Path) -> None:
+    for i in range(3):
+        save_png(tmp_path / f"{i}.png", (2, 2))
+    os.mkfifo(tmp_path / "3.png")
+    with pytest.raises(VaelabError, match=f"{tmp_path / '3.png'}: is a FIFO"):
+        load_dataset(str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------------
+# Provenance
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_provenance_of_idx_files(isolated: Path) -> None:
+    directory = isolated / "arg" / "mnist"
+    write_fake_idx(directory, marker=1)
+    ds = load_dataset("mnist", data_dir=str(isolated / "arg"), val_size=2)
+    expected = tuple(
+        (str(directory / f"{stem}.gz"), sha256_of(directory / f"{stem}.gz")) for stem in IDX_FILES.values()
+    )
+    assert ds.provenance == expected
+
+
+def test_provenance_of_npz_folder_and_digits(tmp_path: Path) -> None:
+    import sklearn
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((6, 2, 2), np.uint8))
+    ds = load_dataset(str(tmp_path / "d.npz"))
+    assert ds.provenance == ((str(tmp_path / "d.npz"), sha256_of(tmp_path / "d.npz")),)
+
+    for i in range(3):
+        save_png(tmp_path / "imgs" / "b" / f"{i}.png", (2, 2), value=i)
+    save_png(tmp_path / "imgs" / "a" / "0.png", (2, 2))
+    ds = load_dataset(str(tmp_path / "imgs"))
+    files = [tmp_path / "imgs" / "a" / "0.png"] + [tmp_path / "imgs" / "b" / f"{i}.png" for i in range(3)]
+    assert ds.provenance == tuple((str(f), sha256_of(f)) for f in files)
+
+    assert load_dataset("digits").provenance == f"embedded: scikit-learn {sklearn.__version__} load_digits"
+    assert tiny_dataset().provenance == ()  # built by hand: the default

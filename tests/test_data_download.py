@@ -12,6 +12,7 @@ import hashlib
 import http.server
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 import torch
 
 from vaelab.data import datasets
+from vaelab.data import download as download_module
 from vaelab.data.datasets import IDX_FILES, load_dataset
 from vaelab.data.download import download, md5sum
 from vaelab.errors import VaelabError
@@ -164,3 +166,95 @@ def test_load_dataset_downloads_missing_idx_files_into_cache(
     assert (len(ds.train), len(ds.val), len(ds.test)) == (10, 2, 3)
     torch.testing.assert_close(ds.val.x[-1, 0], torch.from_numpy(train_x[-1]).float() / 255)
     assert ds.test.y.tolist() == [7, 8, 9]
+
+
+class TrickleHandler(http.server.BaseHTTPRequestHandler):
+    """Promises a megabyte, then sends one byte every 0.2 s until the client or the test gives up."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(1 << 20))
+        self.end_headers()
+        while not self.server.stop.wait(0.2):  # type: ignore[attr-defined]
+            try:
+                self.wfile.write(b"x")
+                self.wfile.flush()
+            except OSError:  # the client hung up
+                return
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def trickle_server() -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TrickleHandler)
+    httpd.stop = threading.Event()  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.stop.set()  # type: ignore[attr-defined]
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def test_trickling_mirror_is_abandoned_when_the_budget_runs_out(
+    trickle_server: str, server, tmp_path: Path
+) -> None:
+    """Each byte arrives well within the socket timeout, so only the overall budget stops it."""
+    base, root = server
+    serve(root, "good", "f.gz", PAYLOAD)
+    dest = tmp_path / "cache" / "dest"
+    start = time.monotonic()
+    with pytest.raises(VaelabError) as info:
+        download(
+            "f.gz", PAYLOAD_MD5, [trickle_server, f"{base}/good"], dest,
+            timeout=5, progress=False, budget=1.0,
+        )
+    elapsed = time.monotonic() - start
+    message = str(info.value)
+    assert "\n" not in message and str(dest / "f.gz") in message
+    assert "time budget of 1 s" in message and f"{trickle_server}/f.gz (still incomplete" in message
+    assert "/good/" not in message  # the budget is for the whole call: no mirror after it
+    assert elapsed < 30  # a hang guard, not a speed test (the budget is 1 s)
+    assert not (tmp_path / "cache").exists()  # the folders made for the download are gone again
+
+
+def test_budget_default_is_the_module_constant(monkeypatch, server, tmp_path: Path) -> None:
+    base, root = server
+    serve(root, "good", "f.gz", PAYLOAD)
+    monkeypatch.setattr(download_module, "DOWNLOAD_BUDGET_SECONDS", 0.0)
+    with pytest.raises(VaelabError, match="time budget of 0 s"):
+        download("f.gz", PAYLOAD_MD5, [f"{base}/good"], tmp_path / "d", progress=False)
+
+
+def test_failed_download_keeps_folders_that_existed(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{closed_port()}/"
+    (tmp_path / "old").mkdir()
+    with pytest.raises(VaelabError):
+        download("f.gz", PAYLOAD_MD5, [dead], tmp_path / "old" / "new" / "newer", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
+    assert list((tmp_path / "old").iterdir()) == []
+
+
+def test_offline_mnist_says_where_to_put_the_files(tmp_path: Path, monkeypatch) -> None:
+    dead = f"http://127.0.0.1:{closed_port()}/"
+    spec = datasets.IdxSource(
+        name="mnist", md5=datasets.DATASETS["mnist"].md5, mirrors=(dead,),
+        classes=datasets.DATASETS["mnist"].classes,
+    )
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
+    monkeypatch.setattr(datasets, "SYSTEM_DATA_ROOT", tmp_path / "no-system")
+    monkeypatch.delenv("VAELAB_DATA", raising=False)
+    monkeypatch.delenv("VAELAB_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(VaelabError) as info:
+        load_dataset("mnist")
+    message = str(info.value)
+    target = tmp_path / "cache" / "vaelab" / "mnist"
+    assert "\n" not in message and f"into {target}/" in message
+    for stem in IDX_FILES.values():
+        assert f"{stem}.gz" in message
+    assert "--data-dir" in message
+    assert not (tmp_path / "cache").exists()

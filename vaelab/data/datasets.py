@@ -173,6 +173,11 @@ IDX_FILES = {  # role -> upstream file name without ".gz"
 }
 
 
+def _gz_names(roles: list[str]) -> str:
+    """The upstream file names of ``roles``, for messages telling a user what to put where."""
+    return ", ".join(f"{IDX_FILES[role]}.gz" for role in roles)
+
+
 @dataclass(frozen=True)
 class IdxSource:
     """A dataset shipped as MNIST's four IDX files, found locally or downloaded from mirrors."""
@@ -223,9 +228,6 @@ class IdxSource:
                 return files
         return None
 
-    def _file_list(self, roles: list[str]) -> str:
-        return ", ".join(f"{IDX_FILES[role]}.gz" for role in roles)
-
     def fetch(self) -> dict[str, Path]:
         """Download whichever of the four files the cache directory lacks.
 
@@ -239,8 +241,9 @@ class IdxSource:
                 downloader.download(f"{IDX_FILES[role]}.gz", self.md5[role], self.mirrors, target)
             except VaelabError as exc:
                 raise VaelabError(
-                    f"{exc}; to install {self.name} by hand, copy {self._file_list(missing)} into "
-                    f"{target}/ (or into DIR/{self.name}/ and pass --data-dir DIR)"
+                    f"{exc}; to install {self.name} by hand, fetch {_gz_names(missing)} from "
+                    f"{self.mirrors[0]} and copy them into {target}/ (or into DIR/{self.name}/ and "
+                    "pass --data-dir DIR)"
                 ) from exc
         files = self.files_in(target)
         assert files is not None, "every missing file was just downloaded"
@@ -255,7 +258,7 @@ class IdxSource:
             directory = self.search_dirs(data_dir)[0]
             missing = [role for role in IDX_FILES if role not in self.present_in(directory)]
             raise VaelabError(
-                f"{directory}: missing {self._file_list(missing)} (or the same without .gz); "
+                f"{directory}: missing {_gz_names(missing)} (or the same without .gz); "
                 f"expected all four {self.name} IDX files there, the only place searched when a "
                 "data directory is given"
             )
@@ -263,7 +266,7 @@ class IdxSource:
             searched = ", ".join(str(d) for d in self.search_dirs(data_dir))
             raise VaelabError(
                 f"{self.name}: IDX files not found in {searched}; allow downloading or put "
-                f"{self._file_list(list(IDX_FILES))} in one of them"
+                f"{_gz_names(list(IDX_FILES))} in one of them"
             )
         return self.fetch()
 
@@ -810,7 +813,9 @@ def load_dataset(
     if os.path.exists(path):
         return _load_user(path, name, val_size, seed)
     if _looks_like_path(name):
-        raise VaelabError(f"file not found: {path} (expected a folder of images or an .npz file)")
+        raise VaelabError(
+            f"file not found: {os.path.expanduser(name)} (expected a folder of images or an .npz file)"
+        )
     known = ", ".join(DATASETS)
     raise VaelabError(
         f"unknown dataset {name!r}: expected one of {known}, or the path of a folder of images "
