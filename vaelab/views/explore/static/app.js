@@ -62,16 +62,22 @@ function showDecoded(result) {
 }
 
 // ---- sliders --------------------------------------------------------------------------------------
+// Dimensions are shown numbered from 1, as in the run's plots (z1 is the first); the API's `index`
+// and `z` array are 0-based, so z_d on the page is state.z[d - 1].
+function dimName(index) {
+  return `z${index + 1}`;
+}
+
 function buildSliders() {
   const box = $("sliders");
   box.replaceChildren();
   for (const dim of state.info.dims) {
     const row = document.createElement("div");
     row.className = "slider" + (dim.active ? "" : " inactive");
-    const id = `z${dim.index}`;
+    const id = `dim${dim.index}`; // element ids follow the API's 0-based index
     const label = document.createElement("label");
     label.htmlFor = id;
-    label.textContent = `z${dim.index} · KL ${dim.kl.toFixed(2)}`;
+    label.textContent = `${dimName(dim.index)} · KL ${dim.kl.toFixed(2)}`;
     if (!dim.active) {
       const tag = document.createElement("span");
       tag.className = "tag";
@@ -84,7 +90,7 @@ function buildSliders() {
     const input = document.createElement("input");
     Object.assign(input, { type: "range", id, min: -SLIDER_RANGE, max: SLIDER_RANGE, step: 0.01, value: 0 });
     input.dataset.dim = dim.index;
-    input.title = `variance of E[z${dim.index}|x] over the test set: ${dim.activity.toFixed(3)}`;
+    input.title = `variance of E[${dimName(dim.index)}|x] over the test set: ${dim.activity.toFixed(3)}`;
     input.addEventListener("input", () => {
       state.z[dim.index] = Number(input.value);
       value.textContent = state.z[dim.index].toFixed(2);
@@ -100,7 +106,7 @@ function setZ(z) {
   for (const input of document.querySelectorAll("#sliders input")) {
     const d = Number(input.dataset.dim);
     input.value = Math.max(-SLIDER_RANGE, Math.min(SLIDER_RANGE, z[d]));
-    $(`z${d}-value`).textContent = z[d].toFixed(2);
+    $(`dim${d}-value`).textContent = z[d].toFixed(2);
   }
 }
 
@@ -179,7 +185,7 @@ function drawMap() {
 
 function axisNames() {
   const map = state.info.map;
-  if (map.method === "direct") return ["z0", state.info.latent_dim > 1 ? "z1" : "(none)"];
+  if (map.method === "direct") return [dimName(0), state.info.latent_dim > 1 ? dimName(1) : "(none)"];
   return map.explained.map((e, i) => `PC${i + 1} (${Math.round(100 * e)}% of variance)`);
 }
 
