@@ -675,7 +675,8 @@ def _npz_x(path: Path, x_np: np.ndarray) -> torch.Tensor:
     if x_np.dtype == np.uint8:
         x = _to_float(x_np, 255.0)
     elif x_np.dtype == np.bool_ or np.issubdtype(x_np.dtype, np.floating):
-        x = _to_float(x_np.astype(np.float32), 1.0)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, reported just below
+            x = _to_float(x_np.astype(np.float32), 1.0)
     else:
         raise VaelabError(f"{path}: x has dtype {x_np.dtype}, expected uint8 (0..255) or float")
     if not torch.isfinite(x).all():
@@ -728,7 +729,8 @@ def _npz_covariates(
             f"{path}: c must be {n} rows of numbers [N] or [N, K] with K >= 1, "
             f"got dtype {c_np.dtype} shape {arrays['c'].shape}"
         )
-    c = torch.from_numpy(c_np.astype(np.float32))
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, reported just below
+        c = torch.from_numpy(c_np.astype(np.float32))
     if torch.isinf(c).any():
         raise VaelabError(f"{path}: c contains infinite values (as float32); expected NaN for a missing covariate")
     if "c_names" not in arrays:
