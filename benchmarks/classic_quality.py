@@ -52,7 +52,7 @@ def main() -> None:
     )
     summary = json.loads((run.path / "summary.json").read_text())
     seconds = sum(m["seconds"] for m in run.metrics)
-    print(f"vaelab: test -ELBO {summary['test_loss']:.2f} nats/image (rec {summary['test_rec']:.2f}, "
+    print(f"vaelab: test -ELBO {summary['test_negative_elbo']:.2f} nats/image (rec {summary['test_rec']:.2f}, "
           f"KL {summary['test_kl']:.2f}) after {args.epochs} epochs, {seconds / args.epochs:.2f} s/epoch; run in {run.path}")
 
     if not args.skip_tutorial:

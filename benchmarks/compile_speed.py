@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
     x = torch.rand(128 * STEPS, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    data = TrainingData(x=x, c=None, condition="none", infer_missing=False, dynamic_binarize=False, label_weight=0.0)
+    data = TrainingData(x=x, c=None, dynamic_binarize=False, label_weight=0.0)
     schedule, bar = objective_schedule(TrainConfig()), tqdm(disable=True)
     runs = {"eager": _model(False), "compiled": _model(True)}
     times: dict[str, list[float]] = {name: [] for name in runs}

@@ -59,7 +59,7 @@ def label_part(labels: list[int], epochs: int, out: Path) -> list[dict]:
     rows = []
     for n in labels:
         started = time.perf_counter()
-        run = vaelab.train(out=out / f"m2-{n}", progress=False, plots=False, condition="label", labelled=n,
+        run = vaelab.train(out=out / f"m2-{n}", progress=False, condition="label", labelled=n,
                            epochs=epochs, **MODEL)
         seconds = time.perf_counter() - started
         test = load_data(run.config).test
@@ -85,7 +85,7 @@ def covariate_npz(path: Path) -> None:
 def covariate_part(epochs: int, out: Path) -> dict:
     npz = out / "fashion-covariates.npz"
     covariate_npz(npz)
-    run = vaelab.train(out=out / "covariates", progress=False, plots=False, condition="covariates",
+    run = vaelab.train(out=out / "covariates", progress=False, condition="covariates",
                        missing_frac=0.5, epochs=epochs, **{**MODEL, "dataset": str(npz)})
     report = impute_run(run.path, "test", hide_frac=1.0, device="cpu")
     print(json.dumps(report), flush=True)

@@ -100,7 +100,7 @@ def main() -> None:
     ours_opt = make_optimizer(ours, 1e-3)
     generator = torch.Generator().manual_seed(0)
     bar = tqdm(disable=True)
-    data = TrainingData(x=images, c=None, condition="none", infer_missing=False, dynamic_binarize=False, label_weight=0.0)
+    data = TrainingData(x=images, c=None, dynamic_binarize=False, label_weight=0.0)
     objective_at = objective_schedule(TrainConfig())
 
     times: dict[str, list[float]] = {"tutorial": [], "vaelab": []}

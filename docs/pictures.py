@@ -13,18 +13,21 @@ from pathlib import Path
 
 import vaelab
 from vaelab.views.plots import write_run_plots
+from vaelab.views.run_views import write_pictures
 
 IMAGES = Path(__file__).resolve().parent / "images"
-COMMON = {"dataset": "fashion-mnist", "hidden": (400,), "binarize": "dynamic", "epochs": 10, "progress": False, "plots": False}
+COMMON = {"dataset": "fashion-mnist", "hidden": (400,), "binarize": "dynamic", "epochs": 10, "progress": False}
 
 
 def main() -> None:
     IMAGES.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         run = vaelab.train(out=Path(tmp) / "latent2", latent_dim=2, **COMMON)
+        write_pictures(run)
         for path in write_run_plots(run.path):
             shutil.copyfile(path, IMAGES / path.name)
         conditional = vaelab.train(out=Path(tmp) / "cvae", latent_dim=20, condition="label", **COMMON)
+        write_pictures(conditional)
         shutil.copyfile(conditional.path / "samples.png", IMAGES / "conditional-samples.png")
         shutil.copyfile(run.path / "reconstructions.png", IMAGES / "reconstructions.png")
     for path in sorted(IMAGES.iterdir()):

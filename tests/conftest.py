@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import vaelab
+from vaelab.views.run_views import write_pictures
 
 # The test models are tiny: one thread is faster for them than two, and it keeps the suite from
 # crawling when other processes compete for the cores (OpenMP threads then wait on each other).
@@ -19,9 +20,12 @@ def tiny_settings(**overrides) -> dict:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> vaelab.Run:
-    """A finished 3-epoch run on digits; tests must not modify its directory."""
+    """A finished 3-epoch run on digits with its pictures, as ``vaelab train`` leaves it; tests must
+    not modify its directory."""
     out = tmp_path_factory.mktemp("runs") / "digits"
-    return vaelab.train(out=out, progress=False, **tiny_settings())
+    run = vaelab.train(out=out, progress=False, **tiny_settings())
+    write_pictures(run)
+    return run
 
 
 def directory_snapshot(path) -> dict:

@@ -10,11 +10,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vaelab import rundir
 from vaelab.cli import main
 from vaelab.data.idx import write_idx
+from vaelab.views.images import image_grid
 from tests.conftest import directory_snapshot
 
 TINY = ["--hidden", "32", "--latent-dim", "4", "--batch-size", "64", "--no-progress"]
@@ -36,7 +38,7 @@ def test_train_sample_reconstruct_datasets(tmp_path, capsys):
     assert main(["train", "--dataset", "digits", "--epochs", "2", "--out", str(run), *TINY]) == 0
     assert (run / rundir.MODEL).is_file() and (run / rundir.SAMPLES).is_file()
     assert main(["sample", str(run), "-n", "10", "--out", str(tmp_path / "s.png")]) == 0
-    assert Image.open(tmp_path / "s.png").size[0] > 0
+    assert Image.open(tmp_path / "s.png").size == image_grid(torch.zeros(10, 1, 8, 8)).size  # a grid of 10 digits
     assert main(["reconstruct", str(run), "-n", "8", "--out", str(tmp_path / "r.png")]) == 0
     assert Image.open(tmp_path / "r.png").size[1] > Image.open(tmp_path / "r.png").size[0] / 8
     capsys.readouterr()

@@ -18,7 +18,7 @@ from vaelab.config import ModelConfig, TrainConfig
 from vaelab.data.datasets import load_dataset
 from vaelab.models.vae import VAE
 from vaelab.bounds.objectives import Objective, objective_sums
-from vaelab.bounds.missing import covariate_sums, elbo_per_example, label_sums, unlabelled_terms
+from vaelab.bounds.missing import covariate_sums, label_sums, unlabelled_terms, weighted_elbo
 from vaelab.training.epoch import objective_schedule
 
 from .conftest import tiny_settings
@@ -115,16 +115,19 @@ def test_warm_up_and_free_bits_are_refused_with_iwae():
 
 def test_m2_unlabelled_bound_equals_the_brute_force_sum_over_classes():
     model, x = _label_model(), _binary((5, 1, 4, 4))
-    eps = torch.randn(5, 3, generator=torch.Generator().manual_seed(6))
-    negative_u, _, _ = unlabelled_terms(model, x, eps)
-    q_y = torch.softmax(model.classify(x), -1)  # [B, Y]
-    brute = torch.zeros(5)
+    eps = torch.randn(1, 5, 3, generator=torch.Generator().manual_seed(6))
+    negative_u, rec, kl = unlabelled_terms(model, x, eps)
+    q_y = torch.softmax(model.classify(x).logits, -1)  # [B, Y]
+    brute, brute_rec, brute_kl = torch.zeros(5), torch.zeros(5), torch.zeros(5)
     for y in range(len(CLASSES)):
-        one_hot = torch.nn.functional.one_hot(torch.full((5,), y), len(CLASSES)).float()
-        loss_y, _, _ = elbo_per_example(model, x, one_hot, eps)
+        loss_y, rec_y, kl_y = weighted_elbo(model, x, torch.full((5,), y), eps)  # one class at a time, as labels
         brute += q_y[:, y] * (loss_y + math.log(len(CLASSES)))
+        brute_rec += q_y[:, y] * rec_y
+        brute_kl += q_y[:, y] * kl_y
     brute -= -(q_y * q_y.log()).sum(-1)  # minus the entropy of q(y|x)
     torch.testing.assert_close(negative_u, brute)
+    torch.testing.assert_close(rec, brute_rec)
+    torch.testing.assert_close(kl, brute_kl)
 
 
 def test_m2_with_every_label_observed_is_a_plain_cvae_plus_the_classifier_loss():
@@ -132,10 +135,10 @@ def test_m2_with_every_label_observed_is_a_plain_cvae_plus_the_classifier_loss()
     y = torch.tensor([0, 1, 2, 3, 0, 1])
     eps = torch.randn(1, 6, 3, generator=torch.Generator().manual_seed(7))
     m2 = label_sums(model, x, y, eps, Objective(), label_weight=0.0)
-    cvae = objective_sums(model, x, model.condition_vector(y), eps, Objective())
+    cvae = objective_sums(model, x, y, eps, Objective())
     torch.testing.assert_close(m2.objective, cvae.objective + 6 * math.log(len(CLASSES)))  # -log p(y) is a constant
     with_classifier = label_sums(model, x, y, eps, Objective(), label_weight=2.5)
-    cross_entropy = torch.nn.functional.cross_entropy(model.classify(x), y, reduction="sum")
+    cross_entropy = torch.nn.functional.cross_entropy(model.classify(x).logits, y, reduction="sum")
     torch.testing.assert_close(with_classifier.objective, m2.objective + 2.5 * cross_entropy)
 
 
@@ -147,7 +150,7 @@ def test_m2_labelled_batch_rows_add_only_the_classification_term():
     eps = torch.randn(1, 7, 3, generator=torch.Generator().manual_seed(8))
     sums = label_sums(model, x, y, eps, Objective(), label_weight=4.0, classify_only=classify_only)
     bound = label_sums(model, x[:5], y[:5], eps[:, :5], Objective(), label_weight=0.0)
-    cross_entropy = torch.nn.functional.cross_entropy(model.classify(x[5:]), y[5:], reduction="sum")
+    cross_entropy = torch.nn.functional.cross_entropy(model.classify(x[5:]).logits, y[5:], reduction="sum")
     torch.testing.assert_close(sums.objective, bound.objective + 4.0 * cross_entropy)
     torch.testing.assert_close(sums.rec, bound.rec)
     torch.testing.assert_close(sums.kl, bound.kl)
@@ -157,11 +160,12 @@ def test_shared_classifier_reads_the_encoders_hidden_layers_and_y_joins_after_th
     model, x = _label_model(), _binary((5, 1, 4, 4))
     first = model.encoder_net.features[1][0][0]  # Flatten, then the hidden Linear + ReLU
     hidden = torch.relu(first(x.flatten(1)))
-    torch.testing.assert_close(model.classify(x), model.label_head(hidden))
+    # Categorical normalises its logits: q(y|x) is the softmax of the head on the hidden layers.
+    torch.testing.assert_close(model.classify(x).logits, torch.log_softmax(model.label_head(hidden), -1))
     y = model.condition_vector(torch.tensor([0, 1, 2, 3, 0]))
     torch.testing.assert_close(model.encoder_net(x, y), model.encoder_net.head(torch.cat((hidden, y), -1)))
     # The bound of unlabelled examples trains the layers q(y|x) reads.
-    negative_u, _, _ = unlabelled_terms(model, x, torch.randn(5, 3))
+    negative_u, _, _ = unlabelled_terms(model, x, torch.randn(1, 5, 3))
     assert torch.autograd.grad(negative_u.sum(), first.weight)[0].abs().sum() > 0
 
 
@@ -182,7 +186,7 @@ def test_training_with_all_labels_builds_no_classifier_and_hiding_builds_one(tmp
     assert m2.config.model.infer_missing is True and hasattr(m2.model, module)
     loaded = vaelab.load(tmp_path / "m2")
     x = torch.rand(3, 1, 8, 8)
-    torch.testing.assert_close(loaded.model.classify(x), m2.model.classify(x))
+    torch.testing.assert_close(loaded.model.classify(x).logits, m2.model.classify(x).logits)
 
 
 def test_labelled_keeps_a_class_balanced_subset(tmp_path):
@@ -225,7 +229,7 @@ def test_covariate_bound_without_missing_values_is_the_cvae_elbo():
     c = torch.randn(4, 2)
     eps = torch.randn(1, 4, 5, generator=torch.Generator().manual_seed(8))
     sums = covariate_sums(model, x, c, eps, Objective())
-    cvae = objective_sums(model, x, model.condition_vector(c), eps[..., :3], Objective())
+    cvae = objective_sums(model, x, c, eps[..., :3], Objective())
     torch.testing.assert_close(sums.objective, cvae.objective)
 
 
@@ -236,8 +240,10 @@ def test_covariate_bound_adds_the_kl_of_each_missing_entry_against_the_standard_
     eps = torch.randn(1, 4, 5, generator=torch.Generator().manual_seed(9))
     sums = covariate_sums(model, x, c, eps, Objective())
     qc = model.covariate_posterior(x, c)
-    completed = torch.where(torch.isnan(c), qc.loc + qc.scale * eps[0, :, 3:], model.condition_vector(torch.nan_to_num(c)))
-    loss, _, _ = elbo_per_example(model, x, completed, eps[0, :, :3])
+    # q(c_m|x, c_o) is in standard units: a drawn entry is mean + std * (loc + scale * eps) in the data's units.
+    drawn = model.covariate_mean + model.covariate_std * (qc.loc + qc.scale * eps[0, :, 3:])
+    completed = torch.where(torch.isnan(c), drawn, c)
+    loss, _, _ = weighted_elbo(model, x, completed, eps[..., :3])
     kl = torch.distributions.kl_divergence(qc, Normal(torch.zeros(4, 2), torch.ones(4, 2)))
     torch.testing.assert_close(sums.objective, loss.sum() + kl[1, 0] + kl[3, 1])
 
@@ -315,7 +321,7 @@ def test_cli_samples_a_class_a_grid_and_imputes(m2_run, tmp_path, capsys):
     (["sample", "RUN", "--label", "12", "--out", "x.png"], "--label"),
     (["sample", "PLAIN", "--grid", "--out", "x.png"], "--grid"),
     (["sample", "RUN", "--covariate", "a=1", "--out", "x.png"], "--covariate"),
-    (["impute", "PLAIN"], "inference network"),
+    (["impute", "PLAIN"], "no condition to impute"),
     (["train", "--dataset", "digits", "--labelled", "10"], "--labelled"),
     (["train", "--dataset", "digits", "--condition", "covariates"], "--condition"),
     (["train", "--dataset", "digits", "--objective", "iwae", "--free-bits", "1"], "--objective"),
@@ -330,7 +336,7 @@ def test_cli_conditional_misuse_is_a_one_line_error(argv, flag, m2_run, trained_
 
 def test_evaluation_reports_log_p_x_given_c(m2_run):
     """The evaluator conditions on the split's labels: its NLL is -IW_K(x | y) computed independently."""
-    from vaelab.bounds.objectives import iwae_bound
+    from vaelab.bounds.estimator import iwae_bound
     from vaelab.data.pipeline import load_data
 
     test = load_data(m2_run.config).test
@@ -345,7 +351,7 @@ def test_evaluation_reports_log_p_x_given_c(m2_run):
 
 def test_covariate_model_round_trips_with_its_statistics(tmp_path):
     _brightness_npz(tmp_path / "bright.npz", n=100)
-    run = vaelab.train(out=tmp_path / "run", progress=False, plots=False, **tiny_settings(
+    run = vaelab.train(out=tmp_path / "run", progress=False, **tiny_settings(
         dataset=str(tmp_path / "bright.npz"), condition="covariates", epochs=1, likelihood="cbernoulli"))
     loaded = vaelab.load(run.path).model
     assert not hasattr(loaded, "covariate_net")  # every covariate observed: a plain CVAE
@@ -357,14 +363,12 @@ def test_covariate_model_round_trips_with_its_statistics(tmp_path):
 
 def test_cli_samples_a_covariate_model_at_chosen_values(tmp_path):
     _brightness_npz(tmp_path / "bright.npz", n=100)
-    run = vaelab.train(out=tmp_path / "run", progress=False, plots=False, **tiny_settings(
+    run = vaelab.train(out=tmp_path / "run", progress=False, **tiny_settings(
         dataset=str(tmp_path / "bright.npz"), condition="covariates", epochs=1, likelihood="cbernoulli"))
     out = tmp_path / "bright.png"
     assert main(["sample", str(run.path), "-n", "4", "--covariate", "brightness=0.5", "--out", str(out)]) == 0
     assert out.is_file()
-    from vaelab.models.conditions import sample_conditions
-
-    c, _ = sample_conditions(run.model, 3, covariates={"brightness": 0.5})
+    c, _ = run.model.condition.sample_conditions(run.model, 3, covariates={"brightness": 0.5})
     assert c[:, 0].tolist() == [0.5] * 3  # the chosen value
     torch.testing.assert_close(c[:, 1], run.model.covariate_mean[1].expand(3))  # the others at their training mean
 
@@ -378,8 +382,8 @@ def test_each_m2_step_adds_a_labelled_batch_that_only_classifies():
     model = _label_model()
     x = _binary((10, 1, 4, 4))
     y = torch.tensor([0, -1, -1, 1, -1, -1, 2, -1, 3, -1])
-    data = TrainingData(x=x, c=y, condition="label", infer_missing=True, dynamic_binarize=False,
-                        label_weight=3.0, labelled=torch.nonzero(y >= 0).squeeze(1))
+    data = TrainingData(x=x, c=y, dynamic_binarize=False, label_weight=3.0,
+                        labelled=torch.nonzero(y >= 0).squeeze(1))
     seen = []
 
     class Recording(BatchObjective):

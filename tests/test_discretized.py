@@ -283,16 +283,43 @@ def test_coupled_mixture_samples_follow_the_joint():
     assert _chi_square_ok(torch.cat([counts.to(F64), torch.zeros(1, dtype=F64)]), torch.cat([probs, rest.reshape(1)]))
 
 
+@given(st.floats(-40.0, 40.0), st.floats(-12.0, 12.0) | st.sampled_from(EXTREME_LOG_SCALES[:-1]))
+@settings(max_examples=60, deadline=None)
+def test_mean_is_the_expectation_within_half_a_bin(loc, log_scale):
+    """E[x] = sum_k P(k/255) k/255 from the reference; includes centres far outside [0, 1] with wide
+    scales, where most mass sits in the two edge bins (the clamped centre would say 0 or 1)."""
+    single = DiscretizedLogistic(torch.tensor([loc], dtype=F64), torch.tensor([log_scale], dtype=F64), 1)
+    expectation = (reference_probs(loc, log_scale) * LEVELS).sum().item()
+    assert abs(single.mean.item() - expectation) <= 0.5 / 255 + 1e-9
+
+
+def test_mean_of_a_wide_far_logistic_is_between_the_edges():
+    # mu = -27, s = e^4.5: about 42% of the mass at 255 and 58% at 0, so E[x] is near 0.42, not 0.
+    d = DiscretizedLogistic(torch.tensor([-27.0]), torch.tensor([4.5]), 1)
+    expectation = (reference_probs(-27.0, 4.5) * LEVELS).sum().item()
+    assert abs(d.mean.item() - expectation) < 2e-3 and 0.35 < expectation < 0.5
+
+
 def test_means():
+    from vaelab.models.discretized import logistic_mean
+
     logits, loc, log_scale, coeffs = _rgb_pixel(3)
     d = DiscretizedLogisticMixture(logits, loc, log_scale, 3, coeffs)
     alpha, beta, gamma = torch.tanh(coeffs).unbind(1)
-    r = loc[:, 0].clamp(0, 1)
-    g = (loc[:, 1] + alpha * r).clamp(0, 1)
-    b = (loc[:, 2] + beta * r + gamma * g).clamp(0, 1)
+    r = logistic_mean(loc[:, 0], log_scale[:, 0])
+    g = logistic_mean(loc[:, 1] + alpha * r, log_scale[:, 1])
+    b = logistic_mean(loc[:, 2] + beta * r + gamma * g, log_scale[:, 2])
     weights = torch.softmax(logits, 0)
     torch.testing.assert_close(d.mean, (weights[:, None] * torch.stack([r, g, b], 1)).sum(0))
-    # Away from the edges, with a scale well above the bin width, the plug-in mean is E[x].
+    # Without coupling the mixture's mean is the weighted expectation of its components.
+    plain = DiscretizedLogisticMixture(logits, loc, log_scale, 3)
+    per_component = torch.stack([
+        torch.stack([(reference_probs(loc[m, c, 0, 0].item(), log_scale[m, c, 0, 0].item()) * LEVELS).sum()
+                     for c in range(3)]) for m in range(loc.shape[0])
+    ])  # [M, 3]
+    expected = (weights[:, 0, 0, None] * per_component).sum(0)
+    assert (plain.mean[:, 0, 0] - expected).abs().max() <= 0.5 / 255 + 1e-9
+    # Away from the edges, with a scale well above the bin width, the mean is E[x].
     single = DiscretizedLogistic(torch.tensor([0.4], dtype=F64), torch.tensor([-4.0], dtype=F64), 1)
     expectation = (reference_probs(0.4, -4.0) * LEVELS).sum()
     assert abs(single.mean.item() - expectation.item()) < 1e-3

@@ -57,7 +57,7 @@ def test_two_processes_train_the_single_process_weights_and_resume(tmp_path):
                      rundir.SAMPLES, rundir.RECONSTRUCTIONS, rundir.LOSS_CURVE}
     assert [m["epoch"] for m in rundir.read_metrics(tmp_path / "two")] == [1, 2]
 
-    one = vaelab.train(out=tmp_path / "one", progress=False, plots=False,
+    one = vaelab.train(out=tmp_path / "one", progress=False,
                        **tiny_settings(epochs=2, binarize="dynamic"))
     two = load_file(tmp_path / "two" / rundir.MODEL)
     single = load_file(tmp_path / "one" / rundir.MODEL)

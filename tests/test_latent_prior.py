@@ -29,7 +29,7 @@ def run(tmp_path, trained_run) -> vaelab.Run:
 
 @pytest.mark.parametrize(
     "spec, expected",
-    [("standard", ("standard", None)), ("gmm:10", ("gmm", 10)), ("gmm:1", ("gmm", 1))],
+    [("model", ("model", None)), ("gmm:10", ("gmm", 10)), ("gmm:1", ("gmm", 1))],
 )
 def test_parse_prior(spec, expected):
     assert latent_prior.parse_prior(spec) == expected
@@ -43,7 +43,7 @@ def test_parse_prior_rejects(spec):
 
 def test_gmm_fits_held_out_codes_better_than_standard_normal(run):
     mixture = latent_prior.fit_latent_gmm(run, 5)
-    z_val = latent_prior.encode_means(run, load_data(run.config).val.x)  # [180, 4]
+    z_val = latent_prior.encode_means(run.model, load_data(run.config).val.x)  # [180, 4]
     gmm = mixture.log_likelihood(z_val.double()).mean().item()
     standard = run.model.prior.log_prob(z_val).mean().item()
     assert gmm > standard, (gmm, standard)
@@ -62,7 +62,7 @@ def test_samples_have_the_right_shape_and_are_reproducible(run):
 
 
 def test_standard_prior_matches_model_sample(run):
-    z = latent_prior.sample_latents(run, "standard", 7, torch.Generator().manual_seed(3))
+    z = latent_prior.sample_latents(run, "model", 7, torch.Generator().manual_seed(3))
     expected = run.model.sample(7, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(latent_prior.decode_latents(run, z), expected, rtol=0, atol=0)
 

@@ -61,8 +61,8 @@ def test_classic_architecture_has_the_published_size():
 def test_learned_gaussian_scale_is_a_parameter_and_fixed_is_not():
     learned = VAE(ModelConfig(likelihood="gaussian", input_shape=(4,)))
     fixed = VAE(ModelConfig(likelihood="gaussian", gaussian_scale=0.3, input_shape=(4,)))
-    assert "log_sigma" in dict(learned.named_parameters())
-    assert "log_sigma" not in dict(fixed.named_parameters())
+    assert "likelihood.log_sigma" in dict(learned.named_parameters())
+    assert "likelihood.log_sigma" not in dict(fixed.named_parameters())
     assert fixed.decode(torch.zeros(1, 20)).scale.item() == pytest.approx(0.3)
 
 
@@ -74,7 +74,7 @@ def test_output_bias_starts_at_the_data_marginal(arch, likelihood):
     data_mean = torch.rand(1, 8, 8) * 0.8 + 0.1
     if arch == "conv":
         data_mean = torch.full((1, 8, 8), 0.3)  # a conv has one bias per channel
-    model.initialise_output_bias(data_mean)
+    model.initialise(data_mean[None])
     with torch.no_grad():
         model.decoder_net.output_layer().weight.zero_()
     torch.testing.assert_close(model.decode(torch.randn(3, 2)).mean, data_mean.expand(3, 1, 8, 8))

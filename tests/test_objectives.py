@@ -13,7 +13,8 @@ from torch.distributions import Independent, MultivariateNormal, Normal, kl_dive
 from vaelab.config import ModelConfig
 from vaelab.em.linear_gaussian import LinearGaussianModel, analytic_elbo
 from vaelab.models.vae import VAE
-from vaelab.bounds.objectives import elbo, gaussian_kl, reparameterize
+from vaelab.bounds.estimator import elbo
+from vaelab.models.latents import gaussian_kl_per_dim, reparameterize, sample
 
 
 def _diag_gaussian(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
@@ -29,15 +30,24 @@ def test_gaussian_kl_matches_torch(seed, standard_prior):
         p = _diag_gaussian(torch.zeros(5, dtype=torch.float64), torch.ones(5, dtype=torch.float64))
     else:
         p = _diag_gaussian(torch.randn(5, generator=g, dtype=torch.float64), torch.rand(5, generator=g, dtype=torch.float64) + 0.1)
-    ours = gaussian_kl(q, p)
+    per_dim = gaussian_kl_per_dim(q, p)
+    assert per_dim.shape == (6, 5)
+    torch.testing.assert_close(per_dim, kl_divergence(q.base_dist, p.base_dist))  # each dimension's KL
+    ours = per_dim.sum(-1)
     assert ours.shape == (6,)
     torch.testing.assert_close(ours, kl_divergence(q, p))
 
 
 def test_reparameterize_has_the_distribution_of_q():
     q = _diag_gaussian(torch.tensor([[1.0, -2.0]]), torch.tensor([[0.5, 3.0]]))
-    z = reparameterize(q, torch.Generator().manual_seed(0), samples=200_000)  # [S, 1, 2]
+    z = sample(q, 200_000, torch.Generator().manual_seed(0))  # [S, 1, 2]
     assert z.shape == (200_000, 1, 2)
+    torch.testing.assert_close(z.mean(0), q.mean, atol=0.03, rtol=0)
+    torch.testing.assert_close(z.std(0), q.stddev, atol=0.03, rtol=0)
+    # With the caller's noise, the sample is z = mu + sigma * eps exactly.
+    eps = torch.randn(200_000, 1, 2, generator=torch.Generator().manual_seed(0))
+    z = reparameterize(q, eps)
+    torch.testing.assert_close(z, q.mean + q.stddev * eps)
     torch.testing.assert_close(z.mean(0), q.mean, atol=0.03, rtol=0)
     torch.testing.assert_close(z.std(0), q.stddev, atol=0.03, rtol=0)
 
@@ -59,7 +69,7 @@ def _mc_elbo(model: VAE, x: torch.Tensor, samples: int) -> torch.Tensor:
     """Average of vaelab's one-sample ELBO over many draws: [N]."""
     g = torch.Generator().manual_seed(1)
     repeated = x.repeat(samples, 1)
-    return -elbo(model, repeated, g).loss.reshape(samples, -1).mean(0)
+    return -elbo(model, repeated, g).negative_elbo.reshape(samples, -1).mean(0)
 
 
 def test_elbo_equals_closed_form_and_stays_below_the_exact_evidence():
@@ -99,7 +109,7 @@ def test_training_the_elbo_closes_the_gap_to_the_evidence():
     before = gap()
     for _ in range(1500):
         optimizer.zero_grad()
-        elbo(model, x, g).loss.mean().backward()
+        elbo(model, x, g).negative_elbo.mean().backward()
         optimizer.step()
     after = gap()
     assert after >= 0
@@ -110,8 +120,8 @@ def test_elbo_terms_add_up():
     model = VAE(ModelConfig(hidden=(16,), latent_dim=3, input_shape=(1, 8, 8)))
     x = torch.rand(10, 1, 8, 8)
     terms = elbo(model, x, torch.Generator().manual_seed(0))
-    assert terms.loss.shape == terms.rec.shape == terms.kl.shape == (10,)
-    torch.testing.assert_close(terms.loss, terms.rec + terms.kl)
+    assert terms.negative_elbo.shape == terms.rec.shape == terms.kl.shape == (10,)
+    torch.testing.assert_close(terms.negative_elbo, terms.rec + terms.kl)
     assert (terms.kl >= 0).all()
 
 
@@ -119,8 +129,8 @@ def test_elbo_terms_add_up():
 def test_elbo_is_reproducible_with_a_generator(likelihood):
     model = VAE(ModelConfig(hidden=(16,), latent_dim=3, likelihood=likelihood, input_shape=(1, 8, 8)))
     x = torch.rand(4, 1, 8, 8)
-    a = elbo(model, x, torch.Generator().manual_seed(7)).loss
-    b = elbo(model, x, torch.Generator().manual_seed(7)).loss
+    a = elbo(model, x, torch.Generator().manual_seed(7)).negative_elbo
+    b = elbo(model, x, torch.Generator().manual_seed(7)).negative_elbo
     assert torch.equal(a, b)
 
 
@@ -136,4 +146,12 @@ def test_training_sums_equal_the_reference_elbo(likelihood):
     sums = objective_sums(model, x, None, eps, Objective())
     torch.testing.assert_close(sums.rec, reference.rec.sum())
     torch.testing.assert_close(sums.kl, reference.kl.sum())
-    torch.testing.assert_close(sums.objective, reference.loss.sum())
+    torch.testing.assert_close(sums.objective, reference.negative_elbo.sum())
+    # Both against the textbook terms: -log p(x|mu + sigma eps) and torch.distributions' KL to the prior.
+    with torch.no_grad():
+        q = model.encode(x)
+        z = q.mean + q.stddev * eps[0]
+        rec = -model.decode(z).log_prob(x)
+        kl = kl_divergence(q, model.prior)
+    torch.testing.assert_close(sums.rec.detach(), rec.sum())
+    torch.testing.assert_close(sums.kl.detach(), kl.sum())

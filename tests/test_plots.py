@@ -11,9 +11,10 @@ from PIL import Image
 import vaelab
 from vaelab.views import plots
 from vaelab.cli import main
-from vaelab.evaluation.evidence import ACTIVE_UNIT_THRESHOLD
+from torch.distributions import kl_divergence
+
+from vaelab.evaluation.latents import ACTIVE_UNIT_THRESHOLD, LatentSummary, latent_summary
 from vaelab.errors import VaelabError
-from vaelab.bounds.objectives import diagonal_gaussian_kl
 from vaelab.data.pipeline import load_data
 
 from .conftest import tiny_settings
@@ -42,10 +43,11 @@ def _grid_shape(ax) -> tuple[int, int]:
 
 def test_latent_statistics_match_the_closed_form(trained_run, test_split):
     model = trained_run.model
-    stats = plots.latent_statistics(model, test_split.x, batch_size=100)  # several batches
+    stats = latent_summary(model, test_split.x, batch_size=100)  # several batches
     q = model.encode(test_split.x)
     torch.testing.assert_close(stats.means, q.mean.detach())
-    kl = diagonal_gaussian_kl(q.mean, q.stddev, model.prior_loc, model.prior_scale).mean(0)
+    # Per dimension: torch.distributions' KL between the univariate factors of q(z|x) and p(z).
+    kl = kl_divergence(q.base_dist, model.prior.base_dist).mean(0)
     torch.testing.assert_close(stats.kl_per_dim, kl.detach())
     torch.testing.assert_close(stats.mean_variance, q.mean.detach().var(0))
     torch.testing.assert_close(stats.active, q.mean.detach().var(0) > ACTIVE_UNIT_THRESHOLD)
@@ -55,7 +57,7 @@ def test_latent_statistics_match_the_closed_form(trained_run, test_split):
 
 
 def test_latent_scatter_one_collection_per_class_with_legend(trained_run, test_split):
-    means = plots.latent_statistics(trained_run.model, test_split.x).means
+    means = latent_summary(trained_run.model, test_split.x).means
     figure = plots.latent_figure(means[:200], test_split.y[:200], classes=[f"digit {k}" for k in range(10)])
     (ax,) = figure.axes
     assert _points(ax) == 200
@@ -114,7 +116,7 @@ def test_manifold_figure_grid_size_and_axes(run_2d):
 
 
 def test_manifold_on_a_4d_latent_is_a_clear_error(trained_run):
-    with pytest.raises(VaelabError, match="2-D latent space, the model has latent_dim 4"):
+    with pytest.raises(VaelabError, match="2-D latent space, the model has 4 latent dimensions"):
         plots.manifold_figure(trained_run.model)
 
 
@@ -159,7 +161,7 @@ def test_interpolation_figure_two_panels_rows_labelled(trained_run, test_split):
 
 
 def test_traversal_rows_are_the_most_active_dimensions(trained_run, test_split):
-    stats = plots.latent_statistics(trained_run.model, test_split.x)
+    stats = latent_summary(trained_run.model, test_split.x)
     figure = plots.traversal_figure(trained_run.model, stats.means[0], stats, rows=3, steps=5)
     (ax,) = figure.axes
     assert _grid_shape(ax) == (3 * 56 + 4 * plots.GRID_PADDING, 5 * 56 + 6 * plots.GRID_PADDING)
@@ -173,7 +175,7 @@ def test_traversal_rows_are_the_most_active_dimensions(trained_run, test_split):
 
 
 def test_kl_figure_bars_and_active_colours():
-    stats = plots.LatentStatistics(
+    stats = LatentSummary(
         means=torch.zeros(1, 4), kl_per_dim=torch.tensor([0.5, 0.0, 2.0, 0.01]),
         mean_variance=torch.tensor([0.3, 1e-4, 0.9, 0.001]),
     )
@@ -259,11 +261,19 @@ def test_conditional_model_plots_use_the_condition(label_run, tmp_path, capsys):
     model = label_run.model
     # The manifold of class 3 is the decoder at z and the one-hot of 3, and differs from class 0's.
     codes, _ = plots.manifold_codes(3)
-    three = plots.decode_means(model, codes, plots.fixed_condition(model, 3))
-    torch.testing.assert_close(three, model.decode(codes, torch.full((9,), 3)).mean.clamp(0, 1))
-    assert not torch.allclose(three, plots.decode_means(model, codes, plots.fixed_condition(model, 0)))
+    three = plots.decode_means(model, codes, model.condition.fixed(model, 3))
+    with torch.no_grad():
+        torch.testing.assert_close(three, model.decode(codes, torch.full((9,), 3)).mean.clamp(0, 1))
+    assert not torch.allclose(three, plots.decode_means(model, codes, model.condition.fixed(model, 0)))
+    # A label model also decodes at a probability vector: the one-hot of 3 is class 3.
+    one_hot = torch.nn.functional.one_hot(torch.tensor([3]), 10).float()
+    torch.testing.assert_close(plots.decode_means(model, codes, one_hot), three)
+    # --label also takes a class name.
+    name = label_run.config.model.class_names[3]
+    assert torch.equal(model.condition.fixed(model, name), model.condition.fixed(model, 3))
+    assert model.condition.describe(model, 3) == f", class {name}"
     split = load_data(label_run.config).test
-    stats = plots.latent_statistics(model, split.x[:50], split.y[:50])
-    torch.testing.assert_close(stats.means, model.encode(split.x[:50], split.y[:50]).mean)
+    stats = latent_summary(model, split.x[:50], split.y[:50])
+    torch.testing.assert_close(stats.means, model.encode(split.x[:50], split.y[:50]).mean.detach())
     assert main(["plot", str(label_run.path), "--kind", "manifold", "--label", "10"]) == 2
-    assert "--label: must be a class index in 0..9, got 10" in capsys.readouterr().err
+    assert "--label: must be a class index 0..9 (or a class name), got 10" in capsys.readouterr().err

@@ -190,7 +190,7 @@ def test_fashion_mnist_classifier_reaches_90_percent(tmp_path):
 
 def test_quality_of_a_tiny_run_is_above_the_real_data_floor(trained_run, digits_cache):
     result = q.quality(trained_run, n=1000, cache_dir=digits_cache / "classifiers", progress=False)
-    assert result["dataset"] == "digits" and result["prior"] == "standard" and result["n"] == 1000
+    assert result["dataset"] == "digits" and result["prior"] == "model" and result["n"] == 1000
     assert result["n_reference"] == 1000 and result["n_test"] == 360
     assert result["classifier_test_accuracy"] > 0.9
     d, floor = result["classifier_frechet_distance"], result["train_test_frechet_distance"]
@@ -229,8 +229,8 @@ def test_cli_quality_json_and_summary(trained_run, digits_cache, tmp_path, monke
     for key in ("classifier_frechet_distance", "train_test_frechet_distance", "classifier_test_accuracy",
                 "n", "prior", "dataset", "seed"):
         assert key in result
-    assert result["n"] == 500 and result["prior"] == "standard"
-    assert json.loads((run_dir / "quality-standard.json").read_text()) == result
+    assert result["n"] == 500 and result["prior"] == "model"
+    assert json.loads((run_dir / "quality-model.json").read_text()) == result
     assert main(["quality", str(run_dir), "-n", "500", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "classifier Fréchet distance" in out and f"{result['classifier_frechet_distance']:.2f}" in out

@@ -41,7 +41,7 @@ def test_report_embeds_every_picture_and_nothing_external(run_copy):
     assert "<script" not in page and "http://" not in page and "https://" not in page
     assert "<link" not in page and "@import" not in page
     summary = json.loads((run_copy / rundir.SUMMARY).read_text())
-    assert f"{summary['test_loss']:.2f}" in page
+    assert f"{summary['test_negative_elbo']:.2f}" in page
     assert page.count("<tr><td") >= 3  # one metrics row per epoch (3 epochs)
     for section in ("Test-set summary", "Metrics per epoch", "Configuration", "Plots", "latent_dim"):
         assert section in page

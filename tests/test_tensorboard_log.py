@@ -17,20 +17,20 @@ event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.ev
 def test_scalars_and_images_round_trip(tmp_path):
     logger = TensorBoardLogger(tmp_path / "tb")
     for step in range(3):
-        logger.step(step, {"loss": 30.0 - step, "rec": torch.tensor(25.0), "kl": 5.0})
+        logger.step(step, {"negative_elbo": 30.0 - step, "rec": torch.tensor(25.0), "kl": 5.0})
     x = torch.rand(6, 1, 8, 8)
-    record = {"epoch": 1, "train_loss": 28.5, "val_loss": 29.0, "train_kl": 4.0, "val_kl": 4.5, "seconds": 0.2}
+    record = {"epoch": 1, "train_negative_elbo": 28.5, "val_negative_elbo": 29.0, "train_kl": 4.0, "val_kl": 4.5, "seconds": 0.2}
     logger.epoch(1, record, samples=x, reconstructions=reconstruction_grid(x, x))
-    logger.epoch(2, {**record, "epoch": 2, "val_loss": 27.0}, samples=None, reconstructions=x)
+    logger.epoch(2, {**record, "epoch": 2, "val_negative_elbo": 27.0}, samples=None, reconstructions=x)
     logger.close()
 
     events = event_accumulator.EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     tags = events.Tags()
-    assert {"step/loss", "step/rec", "step/kl", "loss/train", "loss/val", "kl/train", "kl/val",
+    assert {"step/negative_elbo", "step/rec", "step/kl", "negative_elbo/train", "negative_elbo/val", "kl/train", "kl/val",
             "epoch/seconds"} <= set(tags["scalars"])
-    assert [e.value for e in events.Scalars("step/loss")] == [30.0, 29.0, 28.0]
-    assert [(e.step, e.value) for e in events.Scalars("loss/val")] == [(1, 29.0), (2, 27.0)]
+    assert [e.value for e in events.Scalars("step/negative_elbo")] == [30.0, 29.0, 28.0]
+    assert [(e.step, e.value) for e in events.Scalars("negative_elbo/val")] == [(1, 29.0), (2, 27.0)]
     assert [e.step for e in events.Images("samples")] == [1]
     assert [e.step for e in events.Images("reconstructions")] == [1, 2]
     image = events.Images("samples")[0]

@@ -23,8 +23,8 @@ def full_metrics(epochs: int) -> list[dict]:
     return [
         {
             "epoch": e,
-            "train_loss": 200.0 - e,
-            "val_loss": 205.0 - e,
+            "train_negative_elbo": 200.0 - e,
+            "val_negative_elbo": 205.0 - e,
             "train_rec": 180.0 - e,
             "val_rec": 186.0 - e,
             "train_kl": 20.0 + 0.1 * e,
@@ -179,7 +179,7 @@ def test_three_panels_with_train_and_validation_lines():
 
 
 def test_missing_validation_and_single_epoch_still_plot():
-    records = [{"epoch": 1, "train_loss": 250.1, "train_rec": 230.0, "train_kl": 20.1}]
+    records = [{"epoch": 1, "train_negative_elbo": 250.1, "train_rec": 230.0, "train_kl": 20.1}]
     axes = loss_curve_figure(records).get_axes()
     assert [len(ax.get_lines()) for ax in axes] == [1, 1, 1]
     assert axes[0].get_lines()[0].get_marker() == "o"  # a single point must be visible
@@ -188,7 +188,7 @@ def test_missing_validation_and_single_epoch_still_plot():
 
 def test_keys_missing_in_some_epochs_leave_gaps_not_errors():
     records = full_metrics(4)
-    del records[1]["val_loss"]
+    del records[1]["val_negative_elbo"]
     records[2]["val_kl"] = None
     axes = loss_curve_figure(records).get_axes()
     assert list(axes[0].get_lines()[1].get_xdata()) == [1, 3, 4]

@@ -12,7 +12,7 @@ from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.evaluation.evidence import evaluate
 from vaelab.models.vae import VAE
-from vaelab.bounds.objectives import elbo
+from vaelab.bounds.estimator import elbo
 from vaelab.rundir import Run, load
 from vaelab.training.run import train
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vaelab.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig, read_config
+from vaelab.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig, read_config, registry_names
 from vaelab.errors import VaelabError
 
 EXIT_USER_ERROR = 2
@@ -61,13 +61,15 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     data.add_argument("--labelled", type=int, metavar="N", help="keep the labels of only N training examples, class-balanced (M2)")
     data.add_argument("--missing-frac", type=float, metavar="P", help="hide this fraction of the training labels or covariates")
     model = p.add_argument_group("model")
-    model.add_argument("--arch", choices=("mlp", "conv"), help=f"network type (default: {m.arch})")
+    model.add_argument("--arch", choices=registry_names("arch"), help=f"network type: mlp, gated (Tomczak's gated MLP) or conv (default: {m.arch})")
     model.add_argument("--hidden", type=int, nargs="+", metavar="WIDTH", help=f"hidden layer widths (default: {' '.join(map(str, m.hidden))})")
     model.add_argument("--channels", type=int, nargs="+", metavar="C", help=f"conv channels per stride-2 layer (default: {' '.join(map(str, m.channels))})")
     model.add_argument("--latent-dim", type=int, help=f"dimensions of z (default: {m.latent_dim})")
-    model.add_argument("--likelihood", choices=("bernoulli", "gaussian", "cbernoulli"), help=f"p(x|z) (default: {m.likelihood})")
+    model.add_argument("--likelihood", choices=registry_names("likelihood"), help=f"p(x|z) (default: {m.likelihood})")
     model.add_argument("--gaussian-scale", type=float, help="fixed sigma of the gaussian likelihood (default: learned)")
-    model.add_argument("--condition", choices=("none", "label", "covariates"),
+    model.add_argument("--prior", metavar="SPEC", help=f"p(z): standard, mog:K (learned mixture) or vamp:K (VampPrior, K pseudo-inputs) (default: {m.prior})")
+    model.add_argument("--stochastic-layers", type=int, metavar="L", help=f"latent layers, each of --latent-dim; L > 1 is a top-down hierarchical VAE (default: {m.stochastic_layers})")
+    model.add_argument("--condition", choices=registry_names("condition"),
                        help=f"condition encoder and decoder on the class label or on continuous covariates (default: {m.condition})")
     model.add_argument("--classifier", choices=("shared", "separate"),
                        help=f"M2's q(y|x): a softmax on the encoder's hidden layers, or a network of its own (default: {m.classifier})")
@@ -75,10 +77,12 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     opt.add_argument("--epochs", type=int, help=f"passes over the training set (default: {t.epochs})")
     opt.add_argument("--batch-size", type=int, help=f"examples per step (default: {t.batch_size})")
     opt.add_argument("--lr", type=float, help=f"Adam learning rate (default: {t.lr})")
+    opt.add_argument("--lr-schedule", choices=("constant", "cosine"), help=f"learning rate over training (default: {t.lr_schedule})")
+    opt.add_argument("--lr-min", type=float, help="cosine: the final learning rate (default: 0)")
     opt.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
     opt.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after this many epochs without validation improvement")
     opt.add_argument("--seed", type=int, help=f"random seed (default: {t.seed})")
-    opt.add_argument("--objective", choices=("elbo", "beta", "iwae"), help=f"what to maximise (default: {t.objective})")
+    opt.add_argument("--objective", choices=registry_names("objective"), help=f"what to maximise (default: {t.objective})")
     opt.add_argument("--beta", type=float, help=f"KL weight of --objective beta (default: {t.beta})")
     opt.add_argument("--warmup-epochs", type=float, metavar="E", help="raise the KL weight linearly from 0 over E epochs")
     opt.add_argument("--free-bits", type=float, metavar="NATS", help="do not penalise a latent dimension's batch-mean KL below NATS")
@@ -101,7 +105,8 @@ SETTINGS = (
     "dataset", "data_dir", "binarize", "val_size", "arch", "hidden", "channels", "latent_dim",
     "likelihood", "gaussian_scale", "epochs", "batch_size", "lr", "grad_clip", "early_stopping",
     "seed", "device", "labelled", "missing_frac", "condition", "objective", "beta", "warmup_epochs",
-    "free_bits", "iwae_samples", "alpha", "precision", "compile", "classifier",
+    "free_bits", "iwae_samples", "alpha", "precision", "compile", "classifier", "prior", "stochastic_layers",
+    "lr_schedule", "lr_min",
 )
 
 
@@ -115,10 +120,25 @@ def _train(args: argparse.Namespace) -> None:
     if args.resume is not None:
         if args.config is not None or args.out is not None:
             raise VaelabError("--resume continues a run in place; it cannot be combined with --config or --out")
-        train(resume=args.resume, progress=not args.no_progress, plots=not args.no_plots, tensorboard=args.tensorboard, **settings)
-        return
-    config = read_config(args.config) if args.config is not None else RunConfig()
-    train(config, out=args.out, progress=not args.no_progress, plots=not args.no_plots, tensorboard=args.tensorboard, **settings)
+        run = train(resume=args.resume, progress=not args.no_progress, callbacks=_callbacks(args), **settings)
+    else:
+        config = read_config(args.config) if args.config is not None else RunConfig()
+        run = train(config, out=args.out, progress=not args.no_progress, callbacks=_callbacks(args), **settings)
+    if is_main_process():
+        from vaelab.views.run_views import write_run_views
+
+        write_run_views(run, plots=not args.no_plots)
+
+
+def _callbacks(args: argparse.Namespace) -> list:
+    """What watches training from the CLI: TensorBoard logging when asked for (rank 0 only)."""
+    from vaelab.training.distributed import is_main_process
+
+    if not args.tensorboard or not is_main_process():
+        return []
+    from vaelab.views.tensorboard_log import TensorBoardCallback
+
+    return [TensorBoardCallback()]
 
 
 def _add_sample_parser(commands: argparse._SubParsersAction) -> None:
@@ -128,10 +148,10 @@ def _add_sample_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     _add_device_flag(p)
-    p.add_argument("--prior", default="standard", metavar="standard|gmm:K",
-                   help="draw z from N(0, I) (standard, the default) or from a K-component Gaussian mixture "
+    p.add_argument("--prior", default="model", metavar="model|gmm:K",
+                   help="draw z from the model's trained p(z) (model, the default) or from a K-component Gaussian mixture "
                    "fitted to the encoded training set, cached in RUN (gmm:10; Ghosh et al. 2020)")
-    p.add_argument("--label", type=int, help="label-conditional models: generate this class")
+    p.add_argument("--label", help="label-conditional models: generate this class (an index or a class name, e.g. Trouser)")
     p.add_argument("--grid", action="store_true", help="label-conditional models: one column per class")
     p.add_argument("--covariate", action="append", default=[], metavar="NAME=VALUE",
                    help="covariate models: set a covariate (repeatable; others at their training mean)")
@@ -141,7 +161,7 @@ def _add_sample_parser(commands: argparse._SubParsersAction) -> None:
 def _sample(args: argparse.Namespace) -> None:
     import torch
 
-    from vaelab.models.conditions import parse_covariate_values, sample_conditions
+    from vaelab.models.conditions import parse_covariate_values
     from vaelab.evaluation.latent_gmm import decode_latents, parse_prior, sample_latents
     from vaelab.data.pipeline import resolve_device
     from vaelab.rundir import load
@@ -154,7 +174,8 @@ def _sample(args: argparse.Namespace) -> None:
     run = load(args.run, device=device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     covariates = parse_covariate_values(args.covariate, run.config.model.covariate_names or ())
-    c, nrow = sample_conditions(run.model, args.n, label=args.label, grid=args.grid, covariates=covariates, generator=generator)
+    c, nrow = run.model.condition.sample_conditions(run.model, args.n, label=args.label, grid=args.grid,
+                                                    covariates=covariates, generator=generator)
     n = args.n if c is None else c.shape[0]
     samples = decode_latents(run, sample_latents(run, args.prior, n, generator), c)
     if samples.dim() != 4:
@@ -174,7 +195,6 @@ def _add_reconstruct_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
-    from vaelab.models.conditions import condition_of, missing_mask
     from vaelab.data.pipeline import load_data, resolve_device
     from vaelab.rundir import load
     from vaelab.views.images import reconstruction_grid, save_image
@@ -187,9 +207,9 @@ def _reconstruct(args: argparse.Namespace) -> None:
     x = split.x[: args.n].to(device)
     if x.dim() != 4:
         raise VaelabError(f"{args.run}: the data are not images (shape {list(x.shape[1:])})")
-    c = condition_of(run.config.model.condition, split)
+    c = run.model.condition.of(split)
     c = None if c is None else c[: args.n].to(device)
-    if c is not None and bool(missing_mask(run.config.model.condition, c).any()):
+    if c is not None and bool(run.model.condition.missing(c).any()):
         raise VaelabError(f"--split {args.split}: some covariates are hidden there; reconstruct the val or test split")
     save_image(reconstruction_grid(x.cpu(), run.model.reconstruct(x, c).clamp(0, 1).cpu()), args.out)
     print(args.out)
@@ -239,7 +259,7 @@ def _add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         help="negative ELBO, importance-weighted NLL, bits/dim, KL, active units",
         description="Estimate log p(x) on a data split: the ELBO and the importance-weighted bound with K "
         "samples (Burda et al. 2016), both as losses in nats per example (lower is better). Results are "
-        "also written to RUN/evaluation-<split>.json.",
+        "also written to RUN/evaluation-<split>[-first<N>]-K<K>.json.",
     )
     p.add_argument("run", type=Path, metavar="RUN", help="run directory")
     p.add_argument("--split", choices=("test", "val", "train"), default="test", help="data split (default: test)")
@@ -265,8 +285,11 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(json.dumps(result))
         return
     print(f"{result['dataset']} {result['split']} split, {result['n']} examples, K = {result['iw_samples']}:")
-    print(f"  NLL (IW bound)   {result['nll']:.2f} nats  ({result['bits_per_dim']:.4f} bits/dim)")
-    print(f"  negative ELBO    {result['elbo']:.2f} nats  = reconstruction {result['reconstruction']:.2f} + KL {result['kl']:.2f}")
+    bits = "bits/dim" if result["discrete_likelihood"] else "bits/dim of a density, not a code length"
+    print(f"  NLL (IW bound)   {result['nll']:.2f} ± {result['nll_standard_error']:.2f} nats  ({result['bits_per_dim']:.4f} {bits})")
+    print(f"  negative ELBO    {result['negative_elbo']:.2f} nats  = reconstruction {result['reconstruction']:.2f} + KL {result['kl']:.2f}")
+    if len(result["kl_per_layer"]) > 1:
+        print(f"  KL per layer     {', '.join(f'{kl:.2f}' for kl in result['kl_per_layer'])} (bottom first)")
     print(f"  active units     {result['active_units']} of {result['latent_dim']}")
 
 
@@ -281,7 +304,7 @@ def _add_quality_parser(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run", type=Path, metavar="RUN", help="run directory")
     p.add_argument("-n", type=int, default=10000, help="number of generated images (default: 10000)")
-    p.add_argument("--prior", default="standard", help="latent distribution: standard or gmm:K (default: standard)")
+    p.add_argument("--prior", default="model", help="where z comes from: model (its trained p(z)) or gmm:K fitted to its codes (default: model)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latents and the reference images (default: 0)")
     _add_device_and_report_flags(p)
     p.set_defaults(handler=_quality)

@@ -18,15 +18,35 @@ from typing import Any
 
 from vaelab.errors import VaelabError
 
-CONFIG_FORMAT = 1  # bump when config.json changes incompatibly
+CONFIG_FORMAT = 2  # bump when a run directory changes; rundir.py upgrades older ones (2: release 0.2)
 
-ARCHITECTURES = ("mlp", "conv")
-LIKELIHOOD_NAMES = ("bernoulli", "gaussian", "cbernoulli")
 BINARIZATIONS = ("none", "static", "dynamic")
-CONDITIONS = ("none", "label", "covariates")
 CLASSIFIERS = ("shared", "separate")
-OBJECTIVES = ("elbo", "beta", "iwae")
 PRECISIONS = ("fp32", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
+MAX_STOCHASTIC_LAYERS = 16
+
+
+def registry_names(kind: str) -> tuple[str, ...]:
+    """The names registered for an extension point, read from its registry when asked (so entries a
+    user adds at run time are valid names, and the CLI's choices are the same list)."""
+    if kind == "arch":
+        from vaelab.models.networks import ARCHITECTURES as registry
+    elif kind == "likelihood":
+        from vaelab.models.likelihoods import LIKELIHOODS as registry
+    elif kind == "condition":
+        from vaelab.models.conditions import CONDITIONS as registry
+    elif kind == "prior":
+        from vaelab.models.priors import PRIORS as registry
+    else:
+        assert kind == "objective", kind
+        from vaelab.bounds.objectives import OBJECTIVES as registry
+    return tuple(registry)
+
+
+def _one_of(value: Any, kind: str, setting: str | None = None) -> None:
+    names = registry_names(kind)
+    _require(isinstance(value, str) and value in names, setting or kind, f"expected one of {', '.join(names)}, got {value!r}")
 
 
 class ConfigError(VaelabError):
@@ -102,32 +122,48 @@ class ModelConfig:
     latent_dim: int = 20  # dimensions of z
     likelihood: str = "bernoulli"  # bernoulli (logits) | gaussian | cbernoulli (continuous Bernoulli)
     gaussian_scale: float | None = None  # gaussian only: fixed sigma; None learns one shared sigma
+    mixture_components: int = 10  # dlogistic-mix only: logistics M per pixel (PixelCNN++ uses 10)
     condition: str = "none"  # none | label (one-hot class, CVAE / M2) | covariates (continuous columns)
     input_shape: tuple[int, ...] | None = None  # per-example data shape, filled in from the data
     class_names: tuple[str, ...] | None = None  # label models: class names, index = label (from the data)
     covariate_names: tuple[str, ...] | None = None  # covariate models: column names (from the data)
     infer_missing: bool = False  # add q(y|x) or q(c_missing|x, c_observed): set when covariates are missing
     classifier: str = "shared"  # M2's q(y|x): "shared" reads the encoder's hidden layers, "separate" is its own network
+    prior: str = "standard"  # p(z) on the top layer: standard | mog:K (learned mixture) | vamp:K (VampPrior)
+    stochastic_layers: int = 1  # latent layers of latent_dim each; > 1 is a top-down hierarchical VAE
 
     def __post_init__(self) -> None:
-        _require(self.arch in ARCHITECTURES, "arch", f"expected one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
+        _one_of(self.arch, "arch")
         self.hidden = _positive_ints(self.hidden, "hidden", allow_empty=True)
         self.channels = _positive_ints(self.channels, "channels", allow_empty=False)
         _require(isinstance(self.latent_dim, int) and self.latent_dim >= 1, "latent_dim", f"must be >= 1, got {self.latent_dim}")
-        _require(
-            self.likelihood in LIKELIHOOD_NAMES,
-            "likelihood",
-            f"expected one of {', '.join(LIKELIHOOD_NAMES)}, got {self.likelihood!r}",
-        )
+        _one_of(self.likelihood, "likelihood")
         _require(
             self.gaussian_scale is None or self.gaussian_scale > 0,
             "gaussian_scale",
             f"must be > 0, got {self.gaussian_scale}",
         )
         _require(
-            self.condition in CONDITIONS,
-            "condition",
-            f"expected one of {', '.join(CONDITIONS)}, got {self.condition!r}",
+            isinstance(self.mixture_components, int) and 1 <= self.mixture_components <= 64,
+            "mixture_components",
+            f"must be in 1..64, got {self.mixture_components}",
+        )
+        _one_of(self.condition, "condition")
+        from vaelab.models.priors import parse_prior
+
+        try:
+            parse_prior(self.prior)
+        except VaelabError as exc:
+            raise ConfigError("prior", str(exc).partition(": ")[2]) from None
+        _require(
+            isinstance(self.stochastic_layers, int) and 1 <= self.stochastic_layers <= MAX_STOCHASTIC_LAYERS,
+            "stochastic_layers",
+            f"must be in 1..{MAX_STOCHASTIC_LAYERS}, got {self.stochastic_layers}",
+        )
+        _require(
+            not self.prior.startswith("vamp") or self.condition == "none",
+            "prior",
+            "vamp mixes the encoder's q(z|u) at pseudo-inputs u, which has no condition: use it with --condition none",
         )
         _require(self.classifier in CLASSIFIERS, "classifier", f"expected one of {', '.join(CLASSIFIERS)}, got {self.classifier!r}")
         if self.class_names is not None:
@@ -136,10 +172,12 @@ class ModelConfig:
             self.covariate_names = tuple(str(name) for name in self.covariate_names)
         if self.input_shape is not None:
             self.input_shape = _positive_ints(self.input_shape, "input_shape", allow_empty=False)
+            from vaelab.models.networks import ARCHITECTURES
+
             _require(
-                self.arch != "conv" or len(self.input_shape) == 3,
+                not ARCHITECTURES[self.arch].images_only or len(self.input_shape) == 3,
                 "arch",
-                f"conv needs images [C, H, W], but the data have shape {list(self.input_shape)}; use --arch mlp",
+                f"{self.arch} needs images [C, H, W], but the data have shape {list(self.input_shape)}; use --arch mlp",
             )
 
 
@@ -150,6 +188,8 @@ class TrainConfig:
     epochs: int = 10  # passes over the training set
     batch_size: int = 128  # examples per gradient step
     lr: float = 1e-3  # Adam learning rate
+    lr_schedule: str = "constant"  # constant | cosine (from lr down to lr_min over the epochs, per step)
+    lr_min: float = 0.0  # cosine: the learning rate at the last step
     grad_clip: float | None = None  # clip the global gradient norm to this value (None: no clipping)
     early_stopping: int | None = None  # stop after this many epochs without a better validation loss
     seed: int = 0  # seeds initialisation, shuffling, binarisation draws and z samples
@@ -172,6 +212,8 @@ class TrainConfig:
         )
         _require(self.lr > 0 and self.lr == self.lr, "lr", f"must be > 0, got {self.lr}")
         _require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", f"must be > 0, got {self.grad_clip}")
+        _require(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"expected one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        _require(0 <= self.lr_min <= self.lr, "lr_min", f"must be in [0, lr], got {self.lr_min}")
         _require(
             self.early_stopping is None or self.early_stopping >= 1,
             "early_stopping",
@@ -179,11 +221,7 @@ class TrainConfig:
         )
         _require(isinstance(self.seed, int) and self.seed >= 0, "seed", f"must be a non-negative integer, got {self.seed}")
         _require(bool(self.device), "device", "must not be empty")
-        _require(
-            self.objective in OBJECTIVES,
-            "objective",
-            f"expected one of {', '.join(OBJECTIVES)}, got {self.objective!r}",
-        )
+        _one_of(self.objective, "objective")
         _require(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
         _require(
             self.objective == "beta" or self.beta == 1.0,
@@ -227,7 +265,7 @@ class RunConfig:
             raise VaelabError(f"{source}: expected a JSON object with sections {', '.join(SECTIONS)}")
         raw = dict(raw)
         fmt = raw.pop("format", CONFIG_FORMAT)
-        if fmt != CONFIG_FORMAT:
+        if not isinstance(fmt, int) or not 1 <= fmt <= CONFIG_FORMAT:
             raise VaelabError(f"{source}: config format {fmt} is not supported (this vaelab reads {CONFIG_FORMAT})")
         unknown = set(raw) - set(SECTIONS)
         if unknown:

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
-from vaelab.config import ModelConfig, RunConfig, read_config
+from vaelab.config import CONFIG_FORMAT, ModelConfig, RunConfig, read_config
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from vaelab.models.vae import VAE
@@ -159,8 +159,9 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / METRICS
     if not path.exists():
         return []
+    fmt = run_format(run_dir)
     try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [upgrade_record(json.loads(line), fmt) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, json.JSONDecodeError) as exc:
         raise VaelabError(f"{path}: not readable JSON lines ({exc})") from None
 
@@ -173,6 +174,52 @@ def check_run_dir(run_dir: str | os.PathLike) -> Path:
     if not (path / CONFIG).is_file():
         raise VaelabError(f"{path}: not a vaelab run directory (no {CONFIG})")
     return path
+
+
+# --- upgrading run directories written by earlier releases --------------------------------------
+#
+# ``config.json`` carries a ``format`` number (``config.CONFIG_FORMAT``). Reading an older run renames
+# what has moved since, here and only here, one step per format, so that every release's runs load.
+
+
+def _weights_from_format_1(weights: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Release 0.1 -> 2: the learned Gaussian sigma moved into the likelihood module
+    (``log_sigma`` -> ``likelihood.log_sigma``), and runs from before conditional models had one
+    ``body`` Sequential per network (:func:`_names_before_conditional_networks`)."""
+    weights = _names_before_conditional_networks(weights, config)
+    return {("likelihood.log_sigma" if name == "log_sigma" else name): tensor for name, tensor in weights.items()}
+
+
+def _metrics_from_format_1(record: dict[str, Any]) -> dict[str, Any]:
+    """Release 0.1 -> 2: the negative ELBO was called ``loss`` (``train_loss``, ``val_loss``, ``test_loss``)."""
+    return {(f"{key[:-len('_loss')]}_negative_elbo" if key.endswith("_loss") else key): value for key, value in record.items()}
+
+
+WEIGHT_UPGRADES = {1: _weights_from_format_1}  # format -> step to the next format
+RECORD_UPGRADES = {1: _metrics_from_format_1}
+
+
+def upgrade_weights(weights: dict[str, torch.Tensor], config: ModelConfig, fmt: int) -> dict[str, torch.Tensor]:
+    for step in range(fmt, CONFIG_FORMAT):
+        weights = WEIGHT_UPGRADES[step](weights, config)
+    return weights
+
+
+def upgrade_record(record: dict[str, Any], fmt: int) -> dict[str, Any]:
+    """A ``metrics.jsonl`` line or ``summary.json`` of format ``fmt`` in today's names."""
+    for step in range(fmt, CONFIG_FORMAT):
+        record = RECORD_UPGRADES[step](record)
+    return record
+
+
+def run_format(run_dir: Path) -> int:
+    """The format number in a run's ``config.json`` (release 0.1 wrote 1)."""
+    try:
+        raw = json.loads((run_dir / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return CONFIG_FORMAT  # read_config reports the problem
+    fmt = raw.get("format", 1) if isinstance(raw, dict) else CONFIG_FORMAT
+    return fmt if isinstance(fmt, int) and 1 <= fmt <= CONFIG_FORMAT else CONFIG_FORMAT
 
 
 def _names_before_conditional_networks(weights: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
@@ -205,10 +252,12 @@ def _names_before_conditional_networks(weights: dict[str, torch.Tensor], config:
     return renamed
 
 
-def build_model(config: RunConfig, weights: dict[str, torch.Tensor], source: Path, device: torch.device | str) -> VAE:
-    """Rebuild the model from its config and load ``weights`` strictly (error names ``source``)."""
+def build_model(config: RunConfig, weights: dict[str, torch.Tensor], source: Path, device: torch.device | str,
+                fmt: int = CONFIG_FORMAT) -> VAE:
+    """Rebuild the model from its config and load ``weights`` (of run format ``fmt``) strictly
+    (an error names ``source``)."""
     model = VAE(config.model)
-    weights = _names_before_conditional_networks(weights, config.model)
+    weights = upgrade_weights(weights, config.model, fmt)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
@@ -224,7 +273,7 @@ def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
     if config.model.input_shape is None:
         raise VaelabError(f"{path / CONFIG}: model.input_shape is missing (written by vaelab train)")
     weights, _ = read_safetensors(path / MODEL)
-    model = build_model(config, weights, path / MODEL, device)
+    model = build_model(config, weights, path / MODEL, device, run_format(path))
     model.eval()
     return Run(model=model, config=config, path=path, metrics=read_metrics(path))
 

@@ -43,8 +43,9 @@ carry the same information. As M2 does for labels, vaelab adds alpha * N K / N_o
 -log q(c_j|x) for every observed entry (q reading x with every covariate masked), so that the
 observed values teach q to predict the missing ones; ``--alpha 0`` gives the bound alone.
 
-KL warm-up and beta weight the z-KL exactly as in ``objectives.py``; free bits and the IWAE bound
-are not defined for these bounds (the config refuses them).
+Both bounds are built on the estimator (``estimator.py``, K = 1, KL in closed form). KL warm-up and
+beta weight the z-KL exactly as in ``objectives.py``; free bits and the IWAE bound are not defined
+for these bounds (the config refuses them).
 """
 
 from __future__ import annotations
@@ -53,20 +54,20 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.distributions import Normal, kl_divergence
 
+from vaelab.bounds.estimator import bound_terms
+from vaelab.bounds.objectives import BatchSums, Objective
 from vaelab.models.vae import VAE
-from vaelab.bounds.objectives import BatchSums, Objective, diagonal_gaussian_kl
 
 
-def elbo_per_example(
-    model: VAE, x: torch.Tensor, condition: torch.Tensor | None, eps: torch.Tensor, kl_weight: float = 1.0,
-    features: torch.Tensor | None = None,
+def weighted_elbo(
+    model: VAE, x: torch.Tensor, c: torch.Tensor, eps: torch.Tensor, kl_weight: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(objective, rec, kl), each ``[B]``: objective = rec + kl_weight * kl, one sample ``eps: [B, D]``;
-    ``features`` are :meth:`VAE.encoder_features` of x if already computed."""
-    loc, scale = model.posterior_params(x, condition, features)
-    rec = -model.likelihood(loc + scale * eps, condition).log_prob(x)
-    kl = diagonal_gaussian_kl(loc, scale, model.prior_loc, model.prior_scale).sum(-1)
+    """(rec + kl_weight * kl, rec, kl) of one sample ``eps: [1, ..., latent_size]``, each shaped like
+    q's batch (the estimator's K = 1 terms, KL in closed form)."""
+    terms = bound_terms(model, x, c, eps, closed_form_kl=True)
+    rec, kl = -terms.log_px_z[0], terms.kl[0]
     return rec + kl_weight * kl, rec, kl
 
 
@@ -75,20 +76,15 @@ def unlabelled_terms(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(-U(x), E_q(y|x)[rec], E_q(y|x)[kl]), each ``[B]``, summing over every class exactly.
 
-    All classes go through the networks as one ``[n_classes * B]`` batch with the same noise ``eps``;
-    the encoder's layers before y joins run once per example.
+    Every class is encoded at once, as a condition ``[Y, B, Y]`` that broadcasts against the batch,
+    with the same noise ``eps: [1, B, D]``; inside ``sharing_features`` the encoder reads x once.
     """
     n_classes, batch = model.condition_dim, x.shape[0]
-    features = model.encoder_features(x)  # [B, F]
-    log_q_y = F.log_softmax(model.classify(x, features), dim=-1)  # [B, Y]
+    with model.sharing_features(x):
+        log_q_y = F.log_softmax(model.classify(x).logits, dim=-1)  # [B, Y]
+        one_hot = torch.eye(n_classes, dtype=model.dtype, device=x.device)[:, None, :].expand(n_classes, batch, n_classes)
+        objective, rec, kl = (t.T for t in weighted_elbo(model, x, one_hot, eps[:, None], kl_weight))  # [B, Y]
     q_y = log_q_y.exp()
-    one_hot = torch.eye(n_classes, dtype=x.dtype, device=x.device).repeat_interleave(batch, dim=0)  # [Y*B, Y]
-    repeated = x.repeat(n_classes, *([1] * (x.dim() - 1)))
-    objective, rec, kl = (
-        t.reshape(n_classes, batch).T  # [B, Y]
-        for t in elbo_per_example(model, repeated, one_hot, eps.repeat(n_classes, 1), kl_weight,
-                                  features.repeat(n_classes, 1))
-    )
     log_prior_y = -math.log(n_classes)
     entropy = -(q_y * log_q_y).sum(-1)
     negative_u = (q_y * (objective - log_prior_y)).sum(-1) - entropy
@@ -106,23 +102,20 @@ def label_sums(
     when labelled and -U(x) when not (and the classification term too when ``classify_only`` is None).
     The reported rec and kl are those of the bound rows: -L's for labelled, q(y|x)-expectations for the rest.
     """
-    eps = eps[0]
     labelled = y >= 0
     bound_rows = torch.ones_like(labelled) if classify_only is None else ~classify_only
     classified = labelled if classify_only is None else labelled & classify_only
     total = rec_total = kl_total = x.new_zeros(())
     if classified.any():
-        total = label_weight * F.cross_entropy(model.classify(x[classified]), y[classified], reduction="sum")
+        total = -label_weight * model.classify(x[classified]).log_prob(y[classified]).sum()
     with_label = labelled & bound_rows
     if with_label.any():
-        xl, yl = x[with_label], y[with_label]
-        one_hot = F.one_hot(yl, model.condition_dim).to(x.dtype)
-        objective_l, rec, kl = elbo_per_example(model, xl, one_hot, eps[with_label], objective.kl_weight)
-        total = total + objective_l.sum() + math.log(model.condition_dim) * xl.shape[0]
+        objective_l, rec, kl = weighted_elbo(model, x[with_label], y[with_label], eps[:, with_label], objective.kl_weight)
+        total = total + objective_l.sum() + math.log(model.condition_dim) * rec.shape[0]
         rec_total, kl_total = rec.sum(), kl.sum()
     without_label = ~labelled & bound_rows
     if without_label.any():
-        negative_u, rec, kl = unlabelled_terms(model, x[without_label], eps[without_label], objective.kl_weight)
+        negative_u, rec, kl = unlabelled_terms(model, x[without_label], eps[:, without_label], objective.kl_weight)
         total = total + negative_u.sum()
         rec_total, kl_total = rec_total + rec.sum(), kl_total + kl.sum()
     return BatchSums(total, rec_total, kl_total)
@@ -133,20 +126,19 @@ def covariate_sums(
 ) -> BatchSums:
     """Batch totals of the bound on -log p(x|c_observed) for ``c: [B, K]`` (NaN = missing).
 
-    ``eps: [1, B, D + K]``: the first D columns draw z, the last K the missing covariates.
+    ``eps: [1, B, latent_size + K]``: the first columns draw z, the last K the missing covariates.
     ``regression_weight`` multiplies -log q(c_j|x) of every observed entry, with q reading x alone
     (every covariate masked): the counterpart of M2's classification term, which trains q on the
     values that are known to predict those that are not.
     """
-    latent_dim = model.latent_dim
-    eps_z, eps_c = eps[0, :, :latent_dim], eps[0, :, latent_dim:]
+    eps_z, eps_c = eps[..., : model.latent_size], eps[0, :, model.latent_size :]
     missing = torch.isnan(c)
-    q_c = model.covariate_posterior(x, c)
+    q_c = model.covariate_posterior(x, c)  # standard units
     observed_standard = model.condition_vector(torch.nan_to_num(c))
     completed = torch.where(missing, q_c.loc + q_c.scale * eps_c, observed_standard)  # c~ in standard units
-    objective_z, rec, kl_z = elbo_per_example(model, x, completed, eps_z, objective.kl_weight)
-    zero, one = torch.zeros_like(q_c.loc), torch.ones_like(q_c.loc)
-    kl_c = (diagonal_gaussian_kl(q_c.loc, q_c.scale, zero, one) * missing).sum()
+    c_completed = completed * model.covariate_std + model.covariate_mean  # back to the data's units
+    objective_z, rec, kl_z = weighted_elbo(model, x, c_completed, eps_z, objective.kl_weight)
+    kl_c = (kl_divergence(q_c, Normal(torch.zeros_like(q_c.loc), torch.ones_like(q_c.loc))) * missing).sum()
     total = objective_z.sum() + kl_c
     if regression_weight > 0:
         q_blind = model.covariate_posterior(x, torch.full_like(c, float("nan")))

@@ -26,6 +26,14 @@ Named datasets (:data:`DATASETS`):
   official split, so one is fixed with ``numpy.random.default_rng(0).permutation(1797)``: the first
   360 indices are test, the next 180 validation, the remaining 1257 train. The ``seed`` argument
   does not change it.
+* ``shapes`` - 6000 coloured shapes on black, 32x32 RGB, generated on the fly by
+  :func:`vaelab.data.shapes.make_shapes` (``n=6000, size=32, seed=0``): no file, no download, the
+  same pixels everywhere. Labels are the shape (circle, square, triangle); the covariates ``c`` are
+  the true factors (:data:`~vaelab.data.shapes.FACTOR_NAMES`: colour index, r, g, b in 0..255, x, y,
+  scale). Split by index in generation order (the images are i.i.d.): test = images 5000..5999,
+  validation = the last ``val_size`` (default 500) of images 0..4999, train = the rest (4500 / 500 /
+  1000). ``make_shapes(6000)`` rebuilds everything, object masks included. The ``seed`` argument does
+  not change it.
 
 User data (any ``name`` that is not a registered name but an existing path):
 
@@ -71,6 +79,7 @@ import torch
 from PIL import Image
 
 from vaelab.data import download as downloader
+from vaelab.data import shapes
 from vaelab.data.idx import (
     MAX_ARRAY_BYTES,
     gigabytes,
@@ -372,13 +381,63 @@ class SklearnDigits:
         }
 
 
+# ---------------------------------------------------------------------------------------------
+# Coloured shapes, generated
+
+
+@dataclass(frozen=True)
+class GeneratedShapes:
+    """:func:`vaelab.data.shapes.make_shapes` with the fixed split described in the module docstring."""
+
+    name: str = "shapes"
+    n: int = 6000
+    size: int = 32
+    seed: int = 0
+    n_test: int = 1000
+    n_val: int = 500
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (3, self.size, self.size)
+
+    def load(self, data_dir: str | None, val_size: int | None, download: bool, seed: int) -> Dataset:
+        data = shapes.make_shapes(self.n, self.size, self.seed)
+        x = _to_float(data.images, 255.0)  # [N, 3, S, S]
+        y = _labels(data.labels)
+        c = torch.from_numpy(data.factors())  # [N, 7]
+        n_val = self.n_val if val_size is None else val_size
+        _check_val_size(self.name, n_val, self.n - self.n_test)
+        n_train = self.n - self.n_test - n_val
+        train, val, test = np.split(np.arange(self.n), [n_train, n_train + n_val])
+        return Dataset(
+            name=self.name,
+            train=_take(x, y, train, c),
+            val=_take(x, y, val, c),
+            test=_take(x, y, test, c),
+            classes=shapes.SHAPES,
+            source="generated",
+            covariate_names=shapes.FACTOR_NAMES,
+            provenance=f"generated: vaelab.data.shapes.make_shapes({self.n}, size={self.size}, seed={self.seed})",
+        )
+
+    def describe(self, data_dir: str | None) -> dict:
+        return {
+            "name": self.name,
+            "kind": f"images, {self.size}x{self.size} RGB, 3 shapes x 6 colours",
+            "found": True,
+            "location": "generated (vaelab.data.shapes)",
+            "shape": self.shape,
+            "sizes": {"train": self.n - self.n_test - self.n_val, "val": self.n_val, "test": self.n_test},
+        }
+
+
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "http://yann.lecun.com/exdb/mnist/",
 )
 FASHION_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
 
-DATASETS: dict[str, IdxSource | SklearnDigits] = {
+DATASETS: dict[str, IdxSource | SklearnDigits | GeneratedShapes] = {
     "mnist": IdxSource(
         name="mnist",
         md5={  # torchvision's values
@@ -413,6 +472,7 @@ DATASETS: dict[str, IdxSource | SklearnDigits] = {
         ),
     ),
     "digits": SklearnDigits(),
+    "shapes": GeneratedShapes(),
 }
 
 

@@ -11,6 +11,7 @@ import torch
 from vaelab.models.conditions import check_condition, hide_covariates
 from vaelab.config import ConfigError, RunConfig
 from vaelab.data.datasets import Dataset, binarize_dataset, load_dataset
+from vaelab.models.likelihoods import LIKELIHOODS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -33,7 +34,7 @@ def load_data(config: RunConfig) -> Dataset:
     and with the training covariates hidden as ``--labelled`` / ``--missing-frac`` ask."""
     data = config.data
     dataset = load_dataset(data.dataset, data_dir=data.data_dir, val_size=data.val_size, seed=data.data_seed)
-    if data.binarize != "none" or config.model.likelihood != "gaussian":
+    if data.binarize != "none" or LIKELIHOODS[config.model.likelihood].unit_interval:
         lo, hi = float(dataset.train.x.min()), float(dataset.train.x.max())
         if lo < 0 or hi > 1:
             setting = "binarize" if data.binarize != "none" else "likelihood"

@@ -8,8 +8,9 @@ log p(x) is intractable for a VAE; :func:`evaluate` reports the two standard bou
   (Burda et al. 2016), which rises towards log p(x) as K grows; its negative is the NLL that papers
   report (K = 5000 is the literature's standard).
 
-Every figure is computed from the model's public distributions (``encode``, ``decode``, ``prior``),
-so evaluation and training describe the same model and the same likelihood. The K samples of a batch
+Every figure comes from the one estimator (``bounds/estimator.py``) through the model's public
+distributions (``encode``, ``decode``, ``prior``), so evaluation and training describe the same model
+and the same likelihood. The K samples of a batch
 of examples go through the decoder as one ``[K_chunk, B, ...]`` batch; K is processed in chunks with
 a running log-sum-exp, so memory is bounded for any K.
 """
@@ -23,19 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.distributions import Independent, Normal
+from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
 from vaelab import rundir
-from vaelab.models.conditions import condition_of, missing_mask
+from vaelab.bounds.estimator import bound_terms, elbo
 from vaelab.data.datasets import Split
-from vaelab.errors import VaelabError
-from vaelab.fileio import atomic_write_json
-from vaelab.models.vae import VAE
-from vaelab.bounds.objectives import diagonal_gaussian_kl, elbo, reparameterize
 from vaelab.data.pipeline import load_data, resolve_device
+from vaelab.errors import VaelabError
+from vaelab.evaluation.latents import ACTIVE_UNIT_THRESHOLD, kl_per_dim
+from vaelab.fileio import atomic_write_json
+from vaelab.models.latents import layer_kls, reparameterize
+from vaelab.models.vae import VAE
 
-ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: dimension d is active if Cov_x(E_q[z_d]) > 0.01
 DEFAULT_MAX_FLOATS = 2**25  # decoder activations per chunk (~128 MB of float32): the memory bound
 EXAMPLES_PER_BATCH = 256
 
@@ -44,7 +45,7 @@ EXAMPLES_PER_BATCH = 256
 def elbo_averages(
     model: VAE, x: torch.Tensor, batch_size: int, generator: torch.Generator | None = None, c: torch.Tensor | None = None
 ) -> dict[str, float]:
-    """Mean negative ELBO (``loss``), reconstruction term (``rec``) and KL (``kl``) over ``x``, in nats.
+    """Mean negative ELBO, reconstruction term (``rec``) and KL (``kl``) over ``x``, in nats.
 
     One reparameterised z per example, as in training; pass a seeded ``generator`` for figures that
     are comparable across epochs. Conditional models take the condition ``c`` of every example.
@@ -54,14 +55,14 @@ def elbo_averages(
     totals = torch.zeros(3, device=x.device)
     for start in range(0, x.shape[0], batch_size):
         terms = elbo(model, x[start : start + batch_size], generator, None if c is None else c[start : start + batch_size])
-        totals += torch.stack((terms.loss.sum(), terms.rec.sum(), terms.kl.sum()))
+        totals += torch.stack((terms.negative_elbo.sum(), terms.rec.sum(), terms.kl.sum()))
     model.train(was_training)
-    loss, rec, kl = (totals / max(x.shape[0], 1)).tolist()
-    return {"loss": loss, "rec": rec, "kl": kl}
+    negative_elbo, rec, kl = (totals / max(x.shape[0], 1)).tolist()
+    return {"negative_elbo": negative_elbo, "rec": rec, "kl": kl}
 
 
 def _check_complete(model: VAE, c: torch.Tensor) -> None:
-    if bool(missing_mask(model.config.condition, c).any()):
+    if bool(model.condition.missing(c).any()):
         raise VaelabError("evaluation of log p(x|c) needs every covariate observed; this split has missing ones")
 
 
@@ -72,8 +73,9 @@ def decoder_floats_per_sample(model: VAE) -> int:
              for m in model.decoder_net.modules() if not list(m.children())]
     try:
         with torch.no_grad():
-            condition = model.prior_loc.new_zeros(1, model.condition_dim) if model.conditional else None
-            model.decoder_net(model.prior_loc.new_zeros(1, model.latent_dim), condition)
+            like = {"device": model.device, "dtype": model.dtype}
+            condition = torch.zeros(1, model.condition_dim, **like) if model.conditional else None
+            model.decoder_net(torch.zeros(1, model.latent_dim, **like), condition)
     finally:
         for hook in hooks:
             hook.remove()
@@ -85,30 +87,38 @@ def importance_weighted_terms(
     model: VAE, x: torch.Tensor, iw_samples: int, generator: torch.Generator | None, sample_chunk: int,
     c: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per-example IW_K, E_q[log p(x|z, c)] (over the same K samples) and KL, each ``[B]``.
+    """Per-example IW_K, E_q[log p(x|z, c)], KL and KL of each layer (over the same K samples), ``[B]``.
 
-    Samples are drawn ``sample_chunk`` at a time; IW_K is accumulated with a running log-sum-exp.
+    Samples go through :func:`~vaelab.bounds.estimator.bound_terms` ``sample_chunk`` at a time; IW_K
+    is accumulated with a running log-sum-exp. The KL is the closed form where it exists.
     """
-    condition = model.condition_vector(c)
-    loc, scale = model.posterior_params(x, condition)
-    q = Independent(Normal(loc, scale, validate_args=False), 1)
-    log_sum_w = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=q.mean.dtype)
-    sum_log_px_z = torch.zeros_like(log_sum_w)
+    batch = x.shape[0]
+    q = model.encode(x, c)
+    log_sum_w = torch.full((batch,), -math.inf, device=x.device, dtype=model.dtype)
+    sum_log_px_z = torch.zeros(batch, device=x.device, dtype=model.dtype)
+    sum_layer_kl = torch.zeros(model.layers, batch, device=x.device, dtype=model.dtype)
     for start in range(0, iw_samples, sample_chunk):
         k = min(sample_chunk, iw_samples - start)
-        z = reparameterize(q, generator, samples=k)  # [k, B, D]
-        log_px_z = model.likelihood(z, condition).log_prob(x)  # [k, B]
-        log_w = log_px_z + model.prior.log_prob(z) - q.log_prob(z)  # [k, B]
-        log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w, dim=0))
-        sum_log_px_z += log_px_z.sum(0)
-    kl = diagonal_gaussian_kl(q.mean, q.stddev, model.prior_loc, model.prior_scale)  # [B, D]
+        eps = torch.randn(k, batch, model.latent_size, generator=generator, device=x.device, dtype=model.dtype)
+        terms = bound_terms(model, x, c, eps)  # log q - log p at each sample: the importance weights
+        log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(terms.log_weights, dim=0))
+        sum_log_px_z += terms.log_px_z.sum(0)
+        closed = _closed_form_layer_kl(model, q, eps, c)
+        sum_layer_kl += torch.stack([kl.sum(0) for kl in closed])
+    layer_kl = sum_layer_kl / iw_samples
     return {
         "iw": log_sum_w - math.log(iw_samples),
         "log_px_z": sum_log_px_z / iw_samples,
-        "kl": kl.sum(-1),
-        "kl_per_dim": kl,
+        "kl": layer_kl.sum(0),
+        "layer_kl": layer_kl.T,  # [B, L]
         "posterior_mean": q.mean,
     }
+
+
+def _closed_form_layer_kl(model: VAE, q: Distribution, eps: torch.Tensor, c: torch.Tensor | None) -> list[torch.Tensor]:
+    """Each layer's KL ``[K, B]`` at the samples of ``eps``: closed form where both factors are Gaussian."""
+    kls = layer_kls(q, model.prior_for(c), reparameterize(q, eps), closed_form=True)
+    return [kl.sum(-1) if kl.dim() == 3 else kl for kl in kls]
 
 
 @torch.no_grad()
@@ -126,20 +136,22 @@ def evaluate(
 
     ``data`` is a tensor ``[N, *input_shape]`` or a dataset split (whose labels or covariates then
     condition a conditional model). Conditional models are scored on log p(x|c), with ``c`` taken
-    from the split unless given. Losses are nats per example; ``elbo`` is the *negative* ELBO so
-    that lower is better for both it and ``nll``. ``seed`` fixes the importance samples.
+    from the split unless given. Losses are nats per example, lower is better for ``negative_elbo``
+    and ``nll``. ``bits_per_dim`` is a code length only when the likelihood is a probability of
+    discrete values (``discrete_likelihood``); otherwise it is a density in bits and is labelled so.
+    ``seed`` fixes the importance samples.
     """
     x = getattr(data, "x", data)
     if c is None and model.conditional and isinstance(data, Split):
-        c = condition_of(model.config.condition, data)
+        c = model.condition.of(data)
     if c is not None:
         _check_complete(model, c)
-        c = c.to(model.prior_loc.device)
+        c = c.to(model.device)
     if iw_samples < 1:
         raise ValueError(f"iw_samples must be >= 1, got {iw_samples}")
     n = x.shape[0]
     assert n > 0, "evaluate needs at least one example"
-    device = model.prior_loc.device
+    device = model.device
     x = x.to(device)
     dims = math.prod(x.shape[1:])
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -162,26 +174,36 @@ def evaluate(
     seconds = time.perf_counter() - started
 
     terms = {key: torch.cat(values) for key, values in parts.items()}
-    nll = -terms["iw"].mean().item()
+    nll_per_example = -terms["iw"]
+    nll = nll_per_example.mean().item()
     reconstruction = -terms["log_px_z"].mean().item()
     kl = terms["kl"].mean().item()
-    mean_variance = terms["posterior_mean"].var(dim=0, unbiased=True) if n > 1 else torch.zeros_like(terms["posterior_mean"][0])
+    means = terms["posterior_mean"]
+    mean_variance = means.var(dim=0, unbiased=True) if n > 1 else torch.zeros_like(means[0])
     return {
-        "elbo": reconstruction + kl,
+        "negative_elbo": reconstruction + kl,
         "nll": nll,
+        "nll_standard_error": (nll_per_example.std().item() / math.sqrt(n)) if n > 1 else 0.0,
         "iw_samples": iw_samples,
         "bits_per_dim": nll / (dims * math.log(2)),
+        "discrete_likelihood": bool(model.likelihood.discrete),
         "kl": kl,
+        "kl_per_layer": terms["layer_kl"].mean(0).tolist(),
         "reconstruction": reconstruction,
         "active_units": int((mean_variance > ACTIVE_UNIT_THRESHOLD).sum()),
-        "latent_dim": model.latent_dim,
-        "conditioned_on": model.config.condition,
-        "kl_per_dim": terms["kl_per_dim"].mean(0).tolist(),
+        "latent_dim": model.latent_size,
+        "conditioned_on": model.condition.name,
+        "kl_per_dim": kl_per_dim(model, x, c).tolist(),
         "posterior_mean_variance": mean_variance.tolist(),
         "n": n,
         "seconds": seconds,
     }
 
+
+def evaluation_path(run_dir: str | os.PathLike, split: str, iw_samples: int, limit: int | None) -> Path:
+    """``evaluation-<split>[-first<N>]-K<K>.json``: the name says which figures it holds."""
+    part = f"-first{limit}" if limit is not None else ""
+    return Path(run_dir) / f"evaluation-{split}{part}-K{iw_samples}.json"
 
 
 def evaluate_run(
@@ -194,9 +216,8 @@ def evaluate_run(
     device: str = "auto",
     progress: bool = False,
 ) -> dict[str, Any]:
-    """:func:`evaluate` on a split of a run's own data pipeline; also saved as ``RUN/evaluation-<split>.json``.
-
-    ``limit`` takes the first N examples of the split in their stored order.
+    """:func:`evaluate` on a split of a run's own data pipeline; also saved in the run directory as
+    :func:`evaluation_path` says. ``limit`` takes the first N examples of the split in their stored order.
     """
     run = rundir.load(run_dir, device=resolve_device(device))
     dataset = load_data(run.config)
@@ -211,6 +232,7 @@ def evaluate_run(
         "dataset": run.config.data.dataset,
         "binarize": run.config.data.binarize,
         "seed": seed,
+        "epochs_trained": run.metrics[-1]["epoch"] if run.metrics else None,
     }
-    atomic_write_json(Path(run_dir) / f"evaluation-{split}.json", result)
+    atomic_write_json(evaluation_path(run_dir, split, iw_samples, limit), result)
     return result

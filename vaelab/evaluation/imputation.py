@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from vaelab import rundir
-from vaelab.models.conditions import condition_of, hide_at_random, missing_mask
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes, atomic_write_json
 from vaelab.models.vae import VAE
@@ -34,7 +33,7 @@ HIDE_SEED = 2024
 @torch.no_grad()
 def impute_labels(model: VAE, x: torch.Tensor) -> torch.Tensor:
     """argmax_y q(y|x) for every row of ``x``: ``[N]`` int64."""
-    return torch.cat([model.classify(x[i : i + BATCH]).argmax(-1) for i in range(0, x.shape[0], BATCH)])
+    return torch.cat([model.classify(x[i : i + BATCH]).logits.argmax(-1) for i in range(0, x.shape[0], BATCH)])
 
 
 @torch.no_grad()
@@ -98,24 +97,27 @@ def impute_run(
     (row), ``imputed`` and ``truth`` covariates and the boolean ``was_missing``."""
     run = rundir.load(run_dir, device=resolve_device(device))
     model, config = run.model, run.config
-    condition = config.model.condition
+    condition = model.condition
     if not config.model.infer_missing:
+        what = "q(y|x): it was trained with every label observed" if condition.is_label else (
+            "q(c|x): it was trained with every covariate observed" if condition.is_continuous else
+            "condition to impute: it is unconditional")
         raise VaelabError(
-            f"{run_dir}: the model has no inference network for covariates (train it with --labelled or "
-            "--missing-frac and --condition label|covariates)"
+            f"{run_dir}: the model has no {what} (train with --labelled N or --missing-frac P, and "
+            "--condition label|covariates, to impute)"
         )
     if not 0 < hide_frac <= 1:
         raise VaelabError(f"--hide-frac: must be in (0, 1], got {hide_frac}")
     hidden_data = load_data(config)
     complete = load_data(replace(config, data=replace(config.data, labelled=None, missing_frac=None)))
     part, truth_part = getattr(hidden_data, split), getattr(complete, split)
-    truth = condition_of(condition, truth_part)
-    shown = condition_of(condition, part) if split == "train" else hide_at_random(
-        condition, truth, hide_frac, np.random.default_rng([seed, HIDE_SEED]))
-    x = part.x.to(model.prior_loc.device)
+    truth = condition.of(truth_part)
+    shown = condition.of(part) if split == "train" else condition.hide_at_random(
+        truth, hide_frac, np.random.default_rng([seed, HIDE_SEED]))
+    x = part.x.to(model.device)
     truth, shown = truth.to(x.device), shown.to(x.device)
-    if condition == "label":
-        observed_train = condition_of(condition, hidden_data.train).to(x.device)
+    if condition.is_label:
+        observed_train = condition.of(hidden_data.train).to(x.device)
         report, filled = _label_report(model, x, shown, truth, observed_train)
         filled = torch.where(shown < 0, filled, shown)
     else:
@@ -123,7 +125,7 @@ def impute_run(
     report.update({"split": split, "n": int(x.shape[0]), "hide_frac": None if split == "train" else hide_frac})
     atomic_write_json(Path(run_dir) / f"imputation-{split}.json", report)
     if out is not None:
-        _write_npz(Path(out), filled.cpu(), truth.cpu(), missing_mask(condition, shown).cpu())
+        _write_npz(Path(out), filled.cpu(), truth.cpu(), condition.missing(shown).cpu())
     return report
 
 

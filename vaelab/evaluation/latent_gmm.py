@@ -25,40 +25,32 @@ import torch
 from safetensors.torch import save as save_safetensors_bytes
 
 from vaelab import rundir
+from vaelab.data.pipeline import load_data
 from vaelab.em.fit import GaussianMixture, fit_em
 from vaelab.errors import VaelabError
+from vaelab.evaluation.latents import encode_means
 from vaelab.fileio import atomic_write_bytes
-from vaelab.data.pipeline import load_data
+from vaelab.models.latents import sample
 from vaelab.rundir import Run
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "vaelab-latent-gmm-1"
-ENCODE_BATCH = 1024  # examples per encoder call: bounded memory on 60k MNIST images
 
 
 def parse_prior(spec: str) -> tuple[str, int | None]:
-    """``"standard"`` -> ("standard", None), p(z) = N(0, I); ``"gmm:K"`` -> ("gmm", K), K >= 1."""
-    if spec == "standard":
-        return "standard", None
+    """Where samples draw z from: ``"model"`` -> ("model", None), the model's own p(z) (whatever prior
+    it was trained with); ``"gmm:K"`` -> ("gmm", K), K >= 1, a mixture fitted to its codes."""
+    if spec == "model":
+        return "model", None
     match = re.fullmatch(r"gmm:(\d+)", spec)
     if match is None or int(match[1]) < 1:
-        raise VaelabError(f"--prior: expected 'standard' or 'gmm:K' with K >= 1 (e.g. gmm:10), got {spec!r}")
+        raise VaelabError(f"--prior: expected 'model' (the trained p(z)) or 'gmm:K' with K >= 1 (e.g. gmm:10), got {spec!r}")
     return "gmm", int(match[1])
 
 
 def cache_path(run_dir: Path, components: int) -> Path:
     return run_dir / f"prior-gmm-{components}.safetensors"
-
-
-@torch.no_grad()
-def encode_means(run: Run, x: torch.Tensor) -> torch.Tensor:
-    """Posterior means E[z | x_n] of x: [N, ...] -> [N, latent_dim], on the model's device."""
-    device = run.model.prior_loc.device
-    return torch.cat([
-        run.model.encode(x[start : start + ENCODE_BATCH].to(device)).mean
-        for start in range(0, x.shape[0], ENCODE_BATCH)
-    ])
 
 
 def _cache_tags(run: Run, components: int, seed: int, covariance: str) -> dict[str, str]:
@@ -102,10 +94,10 @@ def fit_latent_gmm(run: Run, components: int, *, seed: int = 0, covariance: str 
     if run.path is not None:
         path = cache_path(run.path, components)
         tags = _cache_tags(run, components, seed, covariance)
-        cached = _read_cache(path, tags, run.model.latent_dim)
+        cached = _read_cache(path, tags, run.model.latent_size)
         if cached is not None:
             return cached
-    z = encode_means(run, load_data(run.config).train.x).cpu()  # [N, latent_dim]
+    z = encode_means(run.model, load_data(run.config).train.x)  # [N, latent_size]
     generator = torch.Generator().manual_seed(seed)
     mixture = fit_em(z, "gmm", components, covariance=covariance, generator=generator)
     log.info(
@@ -119,16 +111,16 @@ def fit_latent_gmm(run: Run, components: int, *, seed: int = 0, covariance: str 
 
 
 def sample_latents(run: Run, spec: str, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n draws z: [n, latent_dim] on the model's device from the prior named by ``spec``.
+    """n draws z: [n, latent_size] on the model's device from the prior named by ``spec``.
 
-    ``standard`` makes exactly the draws of ``VAE.sample`` with the same generator. For ``gmm:K``
+    ``model`` makes exactly the draws of ``VAE.sample`` with the same generator. For ``gmm:K``
     the float64 mixture samples on the CPU from a CPU generator seeded by one draw of
     ``generator``, so a CUDA or MPS generator works and the draws are still reproducible.
     """
     kind, components = parse_prior(spec)
-    device = run.model.prior_loc.device
-    if kind == "standard":
-        return torch.randn(n, run.model.latent_dim, generator=generator, device=device)
+    device = run.model.device
+    if kind == "model":
+        return sample(run.model.prior, n, generator)
     mixture = fit_latent_gmm(run, components)
     seed = torch.randint(2**62, (), generator=generator, device=generator.device).item()
     z = mixture.sample(n, generator=torch.Generator().manual_seed(seed))  # [n, latent_dim] float64

@@ -55,10 +55,8 @@ from vaelab.data.datasets import Dataset, load_dataset
 from vaelab.data.datasets import cache_dir as vaelab_cache_dir
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes, atomic_write_json
-from vaelab.models.conditions import sample_conditions
 from vaelab.evaluation.latent_gmm import decode_latents, parse_prior, sample_latents
 from vaelab.rundir import Run
-from vaelab.training.run import make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +188,7 @@ def train_classifier(
         torch.manual_seed(seed)
         net = FeatureClassifier(dataset.shape, _n_classes(dataset))
     net.to(device).train()
-    optimizer = make_optimizer(net, LR)
+    optimizer = torch.optim.Adam(net.parameters(), lr=LR)
     generator = torch.Generator(device=device).manual_seed(seed)
     bar = tqdm(total=epochs * len(x), unit="img", unit_scale=True, disable=not progress, dynamic_ncols=True,
                desc=f"feature classifier ({dataset.name})")
@@ -306,13 +304,13 @@ def feature_classifier(
 def generate(run: Run, n: int, prior: str, generator: torch.Generator, batch_size: int = 1000) -> torch.Tensor:
     """Means of p(x|z) for ``n`` latents z from ``prior``, clamped to [0, 1]: ``[n, C, H, W]`` on the CPU.
 
-    ``prior`` is a spec of :func:`vaelab.evaluation.latent_gmm.sample_latents`: ``standard`` (the model's
+    ``prior`` is a spec of :func:`vaelab.evaluation.latent_gmm.sample_latents`: ``model`` (the model's
     N(0, I)) or ``gmm:K`` (a mixture fitted to the encoded training set). A label-conditional model
     draws its classes from the uniform p(y); a covariate model decodes at the training mean.
     """
     run.model.eval()
     z = sample_latents(run, prior, n, generator)  # [n, latent_dim]
-    c, _ = sample_conditions(run.model, n, generator=generator)
+    c, _ = run.model.condition.sample_conditions(run.model, n, generator=generator)
     return torch.cat([
         decode_latents(run, z[i : i + batch_size], None if c is None else c[i : i + batch_size]).clamp(0, 1).cpu()
         for i in range(0, n, batch_size)
@@ -322,7 +320,7 @@ def generate(run: Run, n: int, prior: str, generator: torch.Generator, batch_siz
 def quality(
     run: Run,
     n: int = 10000,
-    prior: str = "standard",
+    prior: str = "model",
     seed: int = 0,
     *,
     cache_dir: str | os.PathLike | None = None,
@@ -345,7 +343,7 @@ def quality(
             f"{data.dataset}: images of shape {list(dataset.shape)}, but the run was trained on "
             f"{list(run.config.model.input_shape)}"
         )
-    device = run.model.prior_loc.device
+    device = run.model.device
     net, info = feature_classifier(dataset, cache_dir=cache_dir, device=device, progress=progress)
 
     test_stats = fit_gaussian(extract_features(net, dataset.test.x))

@@ -27,13 +27,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import partial
 
 import torch
 import torch.nn.functional as F
-from torch.distributions import constraints
-
-from vaelab.models.likelihoods import FactorisedLikelihood
+from torch.distributions import Distribution, constraints
 
 LEVELS = 256  # values of an 8-bit sub-pixel
 HALF_BIN = 0.5 / (LEVELS - 1)  # 1/510: half the distance between neighbouring levels
@@ -89,13 +86,49 @@ def to_levels(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x * (LEVELS - 1)).clamp(0, LEVELS - 1) / (LEVELS - 1)
 
 
+class _PerExample(Distribution):
+    """Base: a distribution over whole examples, the last ``event_ndims`` dims of ``like``.
+
+    (The same contract as ``likelihoods.FactorisedLikelihood``; this module stays below
+    ``likelihoods.py``, which registers these classes, so it does not import it.)
+    """
+
+    arg_constraints: dict = {}
+    has_rsample = False
+
+    def __init__(self, like: torch.Tensor, event_ndims: int) -> None:
+        self.event_ndims = event_ndims
+        split = like.dim() - event_ndims
+        super().__init__(like.shape[:split], like.shape[split:], validate_args=False)
+
+
+def logistic_mean(loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """E[x] of the discretized logistic, to within half a bin (1/510), elementwise.
+
+    Its value is the level nearest to clamp(Y, 0, 1), Y ~ Logistic(mu, s), so E[x] is within 1/510 of
+    E[clamp(Y, 0, 1)] = int_0^1 P(Y > t) dt = s (softplus(mu / s) - softplus((mu - 1) / s)). With
+    a = mu / s, b = a - d, d = 1 / s, the bracket is log1p(sigma(b) expm1(d)), which does not cancel
+    when s is large (then both softplus values are near log 2). Unlike the clamped centre mu, this
+    sees the mass a wide logistic puts in the edge bins: a decoder that codes a saturated pixel as
+    "0 or 255" with a centre far outside [0, 1] gets a mean between the two, not 0.
+    """
+    log_scale = log_scale.clamp_min(LOG_SCALE_MIN)
+    scale = log_scale.exp()
+    d = torch.exp(-log_scale)
+    a = loc * d
+    b = a - d
+    wide = d < 1.0
+    gap = torch.where(wide, torch.log1p(torch.sigmoid(b) * torch.expm1(d.clamp_max(1.0))), F.softplus(a) - F.softplus(b))
+    return (scale * gap).clamp(0.0, 1.0)
+
+
 def _logistic_noise(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Standard logistic draws logit(u), u ~ U[0, 1); u = 0 gives -inf, which lands in bin 0 exactly."""
     u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
     return torch.logit(u)
 
 
-class DiscretizedLogistic(FactorisedLikelihood):
+class DiscretizedLogistic(_PerExample):
     """One discretized logistic per sub-pixel, independent across channels and pixels.
 
     ``loc``, ``log_scale``: ``[..., C, H, W]`` (any ``event_ndims >= 1`` trailing dims form the example;
@@ -123,12 +156,11 @@ class DiscretizedLogistic(FactorisedLikelihood):
 
     @property
     def mean(self) -> torch.Tensor:
-        """The logistic's centre clamped to [0, 1]: a plug-in mean for display, not E[x] exactly
-        (the edge bins pull E[x] towards the middle when the scale is large)."""
-        return self.loc.clamp(0.0, 1.0)
+        """E[x] to within half a bin (:func:`logistic_mean`)."""
+        return logistic_mean(self.loc, self.log_scale)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return self._sum_event(log_bin_prob(to_levels(value), self.loc, self.log_scale))
+        return _sum_trailing(log_bin_prob(to_levels(value), self.loc, self.log_scale), self.event_ndims)
 
     def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None) -> torch.Tensor:
         """Exact draws on the 256 levels: a continuous logistic draw rounded to its bin."""
@@ -137,20 +169,20 @@ class DiscretizedLogistic(FactorisedLikelihood):
         return to_levels(self.loc + scale * _logistic_noise(shape, self.loc, generator))
 
 
-def _couple(loc: torch.Tensor, coeffs: torch.Tensor, dim: int, finish: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def _couple(loc: torch.Tensor, coeffs: torch.Tensor, dim: int, finish: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
     """PixelCNN++ eq. 3 run forwards: r = f(mu_r), g = f(mu_g + alpha r), b = f(mu_b + beta r + gamma g).
 
-    ``loc``, ``coeffs``: ``[..., 3, *S]`` with the channel axis at ``dim``; ``f`` = ``finish``.
+    ``loc``, ``coeffs``: ``[..., 3, *S]`` with the channel axis at ``dim``; ``f(centre, channel)`` = ``finish``.
     """
     mu_r, mu_g, mu_b = loc.unbind(dim)
     alpha, beta, gamma = coeffs.unbind(dim)
-    r = finish(mu_r)
-    g = finish(mu_g + alpha * r)
-    b = finish(mu_b + beta * r + gamma * g)
+    r = finish(mu_r, 0)
+    g = finish(mu_g + alpha * r, 1)
+    b = finish(mu_b + beta * r + gamma * g, 2)
     return torch.stack([r, g, b], dim)
 
 
-class DiscretizedLogisticMixture(FactorisedLikelihood):
+class DiscretizedLogisticMixture(_PerExample):
     """A mixture of M discretized logistics per pixel (PixelCNN++ eq. 2-3, NVAE's decoder).
 
     One mixture component is chosen per pixel and shared by its channels, so channels are dependent
@@ -219,11 +251,16 @@ class DiscretizedLogisticMixture(FactorisedLikelihood):
 
     @property
     def mean(self) -> torch.Tensor:
-        """Plug-in mean for display, as NVAE computes it: per component the centres clamped to [0, 1],
-        G and B shifted by the clamped centres of the earlier channels, then weighted by the mixture
-        probabilities. Not E[x] exactly (clamping and the edge bins are nonlinear)."""
-        clamp = partial(torch.clamp, min=0.0, max=1.0)
-        centres = clamp(self.loc) if self.coeffs is None else _couple(self.loc, torch.tanh(self.coeffs), self.channel_dim, clamp)
+        """E[x] per component (:func:`logistic_mean`, within half a bin), weighted by the mixture
+        probabilities. With channel coupling G and B are shifted by the means of the earlier channels
+        in place of their values (NVAE's plug-in, with means instead of clamped centres), so there
+        E[x] is approximate: exact where the coefficients are 0 or R and G are nearly certain."""
+        if self.coeffs is None:
+            centres = logistic_mean(self.loc, self.log_scale)
+        else:
+            log_scales = self.log_scale.unbind(self.channel_dim)
+            centres = _couple(self.loc, torch.tanh(self.coeffs), self.channel_dim,
+                              lambda centre, channel: logistic_mean(centre, log_scales[channel]))
         weights = self._log_weights().exp().unsqueeze(self.channel_dim)  # [..., M, 1, *S]
         return (weights * centres).sum(self.component_dim)
 
@@ -258,7 +295,7 @@ class DiscretizedLogisticMixture(FactorisedLikelihood):
         noisy = pick(self.loc) + scale * _logistic_noise(scale.shape, scale, generator)
         if self.coeffs is None:
             return to_levels(noisy)
-        return _couple(noisy, torch.tanh(pick(self.coeffs)), self.channel_dim, to_levels)
+        return _couple(noisy, torch.tanh(pick(self.coeffs)), self.channel_dim, lambda value, _: to_levels(value))
 
 
 def bits_per_dim(log_prob: torch.Tensor, num_dims: int) -> torch.Tensor:

@@ -13,6 +13,8 @@ The probabilistic meaning of the outputs lives in ``model.py`` and ``likelihoods
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -22,33 +24,54 @@ from vaelab.config import ConfigError, ModelConfig
 _KERNEL, _STRIDE, _PADDING = 4, 2, 1  # each conv halves H and W (floor); transposed convs undo it exactly
 
 
-def _mlp(widths: list[int]) -> nn.Sequential:
-    """Linear layers with ReLU between them (none after the last)."""
+class GatedDense(nn.Module):
+    """h = (W x + b) * sigmoid(V x + c): the gated dense layer of Tomczak & Welling's VampPrior code
+    (after Dauphin et al. 2017), one fused product for both halves."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_in, 2 * n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.linear(x).chunk(2, dim=-1)
+        return value * torch.sigmoid(gate)
+
+
+def _mlp(widths: list[int], gated: bool = False) -> nn.Sequential:
+    """Hidden layers (ReLU after a Linear, or gated) and a plain Linear output layer."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(n_in, n_out))
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
+        if i == len(widths) - 2:
+            layers.append(nn.Linear(n_in, n_out))
+        elif gated:
+            layers.append(GatedDense(n_in, n_out))
+        else:
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
     return nn.Sequential(*layers)
 
 
-def _with_condition(h: torch.Tensor, condition: torch.Tensor | None, lead: torch.Size) -> torch.Tensor:
-    """``h: [N, F]`` with the condition ``[..., C]`` (broadcast to the leading dims ``lead``) appended."""
+def hidden_block(n_in: int, n_out: int, gated: bool = False) -> nn.Module:
+    """One hidden layer with its nonlinearity: a building block of the hierarchical models."""
+    return GatedDense(n_in, n_out) if gated else nn.Sequential(nn.Linear(n_in, n_out), nn.ReLU())
+
+
+def _with_condition(h: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+    """``h: [..., F]`` with the condition ``[..., C]`` appended, both broadcast to common leading dims."""
     if condition is None:
         return h
-    condition = condition.expand(*lead, condition.shape[-1])
-    return torch.cat((h, condition.reshape(h.shape[0], -1)), dim=-1)
+    lead = torch.broadcast_shapes(h.shape[:-1], condition.shape[:-1])
+    return torch.cat((h.expand(*lead, h.shape[-1]), condition.expand(*lead, condition.shape[-1])), dim=-1)
 
 
 class Encoder(nn.Module):
     """x: [..., *input_shape] -> ``features`` -> (append condition) -> dense layers -> [..., out_features]."""
 
     def __init__(self, features: nn.Module, input_shape: tuple[int, ...], n_features: int,
-                 hidden: tuple[int, ...], out_features: int, condition_dim: int) -> None:
+                 hidden: tuple[int, ...], out_features: int, condition_dim: int, gated: bool = False) -> None:
         super().__init__()
         self.features = features
         self.n_features = n_features
-        self.head = _mlp([n_features + condition_dim, *hidden, out_features])
+        self.head = _mlp([n_features + condition_dim, *hidden, out_features], gated)
         self.input_shape = tuple(input_shape)
         self.out_features = out_features
 
@@ -61,10 +84,9 @@ class Encoder(nn.Module):
         return self.features(x.reshape(-1, *self.input_shape)).reshape(*lead, self.n_features)
 
     def from_features(self, h: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """The output given :meth:`features_of` ``h: [..., n_features]`` and the condition."""
-        lead = h.shape[:-1]
-        h = h.reshape(-1, self.n_features)
-        return self.head(_with_condition(h, condition, lead)).reshape(*lead, self.out_features)
+        """The output given :meth:`features_of` ``h: [..., n_features]`` and the condition ``[..., C]``;
+        leading dims broadcast, so M2 reads each example's features once for every class."""
+        return self.head(_with_condition(h, condition))
 
 
 class Decoder(nn.Module):
@@ -78,19 +100,19 @@ class Decoder(nn.Module):
         self.output_shape = tuple(output_shape)
 
     def forward(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        lead = z.shape[:-1]
-        h = self.head(_with_condition(z.reshape(-1, self.latent_dim), condition, lead))
-        return self.body(h).reshape(*lead, *self.output_shape)
+        h = self.head(_with_condition(z, condition))
+        lead = h.shape[:-1]
+        return self.body(h.reshape(-1, h.shape[-1])).reshape(*lead, *self.output_shape)
 
     def output_layer(self) -> nn.Module:
         """The layer that produces the likelihood's parameters (a Linear or a ConvTranspose2d)."""
         return self.body[-1] if isinstance(self.body, nn.Sequential) else self.head[-1]
 
     def set_output_bias(self, value: torch.Tensor) -> None:
-        """Start the output at ``value: [*output_shape]``; a transposed conv has one bias per channel: its mean."""
+        """Start the output at ``value: [*output_shape]``; a convolution has one bias per channel: its mean."""
         last = self.output_layer()
         with torch.no_grad():
-            if isinstance(last, nn.ConvTranspose2d):
+            if isinstance(last, (nn.ConvTranspose2d, nn.Conv2d)):
                 last.bias.copy_(value.mean(dim=(-2, -1)))
             else:
                 last.bias.copy_(value.reshape(-1))
@@ -105,9 +127,10 @@ def conv_feature_sizes(height: int, width: int, n_layers: int) -> list[tuple[int
     return sizes
 
 
-def mlp_decoder(latent_dim: int, hidden: tuple[int, ...], output_shape: tuple[int, ...], condition_dim: int = 0) -> Decoder:
-    """z (and the condition) -> hidden ReLU layers -> the data shape (mirror of the encoder)."""
-    head = _mlp([latent_dim + condition_dim, *reversed(hidden), math.prod(output_shape)])
+def mlp_decoder(latent_dim: int, hidden: tuple[int, ...], output_shape: tuple[int, ...], condition_dim: int = 0,
+                gated: bool = False) -> Decoder:
+    """z (and the condition) -> hidden layers -> the likelihood's parameters (mirror of the encoder)."""
+    head = _mlp([latent_dim + condition_dim, *reversed(hidden), math.prod(output_shape)], gated)
     return Decoder(head, nn.Identity(), latent_dim, output_shape)
 
 
@@ -152,26 +175,106 @@ def conv_decoder(latent_dim: int, channels: tuple[int, ...], hidden: tuple[int, 
     return Decoder(head, nn.Sequential(*layers), latent_dim, output_shape)
 
 
-def build_encoder(config: ModelConfig, out_features: int, condition_dim: int = 0, condition_last: bool = False) -> Encoder:
+class ResidualBlock(nn.Module):
+    """x + conv3x3(relu(conv3x3(relu(x)))): a pre-activation residual block (He et al. 2016) at a
+    fixed resolution and width. The second conv starts at zero, so each block starts as the identity
+    and a deep stack trains from the start like a shallow one (Goyal et al. 2017's zero-init)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, C, H, W]
+        return x + self.conv2(torch.relu(self.conv1(torch.relu(x))))
+
+
+def resnet_features(input_shape: tuple[int, ...], channels: tuple[int, ...]) -> tuple[nn.Sequential, int]:
+    """x: [C, H, W] -> per width c in ``channels``: a stride-2 conv to c, a residual block -> ReLU,
+    flatten: the module and its number of outputs (the dense bottleneck to z follows in the Encoder)."""
+    sizes = _check_conv_depth(input_shape, channels)
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip((input_shape[0], *channels[:-1]), channels):
+        layers += [nn.Conv2d(c_in, c_out, _KERNEL, _STRIDE, _PADDING), ResidualBlock(c_out)]
+    layers += [nn.ReLU(), nn.Flatten()]
+    return nn.Sequential(*layers), channels[-1] * sizes[-1][0] * sizes[-1][1]
+
+
+def resnet_decoder(latent_dim: int, channels: tuple[int, ...], hidden: tuple[int, ...],
+                   output_shape: tuple[int, ...], condition_dim: int = 0) -> Decoder:
+    """The mirror of :func:`resnet_features`: z (and the condition) -> dense layers -> per width, deepest
+    first: a residual block, nearest-neighbour upsampling to the encoder's size one level up, a conv3x3
+    to the next width -> a 1x1 conv head with ``output_shape[0]`` channels at exactly [H, W]: the
+    likelihood's parameters for every data channel, read from each pixel's features (a 3x3 head would
+    cost 9 times as much where the outputs are many, 10 M for a mixture on RGB)."""
+    sizes = _check_conv_depth(output_shape, channels)
+    h0, w0 = sizes[-1]
+    head = nn.Sequential(*_mlp([latent_dim + condition_dim, *reversed(hidden), channels[-1] * h0 * w0]), nn.ReLU())
+    layers: list[nn.Module] = [nn.Unflatten(1, (channels[-1], h0, w0))]
+    widths = list(reversed(channels))  # deepest first
+    for i, c_in in enumerate(widths):
+        c_out = widths[i + 1] if i + 1 < len(widths) else channels[0]
+        target = sizes[len(channels) - 1 - i]  # the size before the matching stride-2 conv
+        layers += [ResidualBlock(c_in), nn.Upsample(size=target, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1)]
+    layers += [nn.ReLU(), nn.Conv2d(channels[0], output_shape[0], 1)]
+    return Decoder(head, nn.Sequential(*layers), latent_dim, output_shape)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """An encoder/decoder family: what reads x into features, and what maps z back to parameters."""
+
+    features: Callable[[tuple[int, ...], ModelConfig], tuple[nn.Module, int]]  # x -> [n_features]
+    decoder: Callable[[ModelConfig, tuple[int, ...], int], Decoder]  # (config, output shape, condition dim)
+    gated: bool = False  # hidden dense layers are gated (Tomczak's GatedDense) instead of ReLU
+    images_only: bool = False
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "mlp": Architecture(
+        features=lambda shape, config: (nn.Flatten(), math.prod(shape)),
+        decoder=lambda config, shape, cond: mlp_decoder(config.latent_dim, config.hidden, shape, cond),
+    ),
+    "gated": Architecture(
+        features=lambda shape, config: (nn.Flatten(), math.prod(shape)),
+        decoder=lambda config, shape, cond: mlp_decoder(config.latent_dim, config.hidden, shape, cond, gated=True),
+        gated=True,
+    ),
+    "conv": Architecture(
+        features=lambda shape, config: conv_features(shape, config.channels),
+        decoder=lambda config, shape, cond: conv_decoder(config.latent_dim, config.channels, config.hidden, shape, cond),
+        images_only=True,
+    ),
+    "resnet": Architecture(
+        features=lambda shape, config: resnet_features(shape, config.channels),
+        decoder=lambda config, shape, cond: resnet_decoder(config.latent_dim, config.channels, config.hidden, shape, cond),
+        images_only=True,
+    ),
+}
+
+
+def build_encoder(config: ModelConfig, out_features: int, condition_dim: int = 0, condition_last: bool = False,
+                  hidden: tuple[int, ...] | None = None) -> Encoder:
     """An encoder of ``config.arch`` reading x (and a condition vector): q(z|x, c), q(y|x), ...
 
     ``condition_last`` moves the hidden dense layers into ``features``, so that the condition joins
     only at the output layer and everything before it reads x alone (a classifier can then share it).
+    ``hidden`` replaces ``config.hidden`` (the hierarchical models' bottom-up path).
     """
     assert config.input_shape is not None, "input_shape is filled in from the data before building"
     shape = tuple(config.input_shape)
-    features, n_features = conv_features(shape, config.channels) if config.arch == "conv" else (nn.Flatten(), math.prod(shape))
-    hidden = config.hidden
+    arch = ARCHITECTURES[config.arch]
+    features, n_features = arch.features(shape, config)
+    hidden = config.hidden if hidden is None else hidden
     if condition_last and hidden:
         features = nn.Sequential(features, nn.Sequential(_mlp([n_features, *hidden]), nn.ReLU()))
         n_features, hidden = hidden[-1], ()
-    return Encoder(features, shape, n_features, hidden, out_features, condition_dim)
+    return Encoder(features, shape, n_features, hidden, out_features, condition_dim, arch.gated)
 
 
-def build_decoder(config: ModelConfig, condition_dim: int = 0) -> Decoder:
-    """The decoder of ``config.arch``: z (and a condition vector) to the parameters of p(x|z, c)."""
-    assert config.input_shape is not None, "input_shape is filled in from the data before building"
-    shape = tuple(config.input_shape)
-    if config.arch == "conv":
-        return conv_decoder(config.latent_dim, config.channels, config.hidden, shape, condition_dim)
-    return mlp_decoder(config.latent_dim, config.hidden, shape, condition_dim)
+def build_decoder(config: ModelConfig, output_shape: tuple[int, ...], condition_dim: int = 0) -> Decoder:
+    """The decoder of ``config.arch``: z (and a condition vector) to the likelihood's parameters,
+    ``output_shape`` (the data shape, times the parameters per value on the first axis)."""
+    return ARCHITECTURES[config.arch].decoder(config, tuple(output_shape), condition_dim)

@@ -5,8 +5,8 @@ batch is the rows at one slice of it (no Dataset, no DataLoader, no collation). 
 is one ``torch.bernoulli`` per batch. The randomness of a step (binarisation and the noise ``eps``)
 is drawn for the whole batch from one generator, so that a resumed run continues bit for bit and the
 processes of a distributed run, which each keep their rows of the batch, train exactly as one.
-What a batch costs is decided by :class:`TrainingData` (plain ELBO-type objectives, M2, missing
-covariates); the objectives themselves live in ``objectives.py`` and ``semi_supervised.py``.
+What a batch costs is decided by the model's condition (``models/conditions.py``: the plain
+objective, M2, or the missing-covariate bound); the bounds themselves live in ``bounds/``.
 """
 
 from __future__ import annotations
@@ -20,44 +20,28 @@ from tqdm.auto import tqdm
 
 from vaelab.config import TrainConfig
 from vaelab.data.datasets import binarize
-from vaelab.training.distributed import Processes
+from vaelab.bounds.objectives import OBJECTIVES, BatchSums, Objective
 from vaelab.models.vae import VAE
-from vaelab.bounds.objectives import BatchSums, Objective, objective_sums
-from vaelab.bounds.missing import covariate_sums, label_sums
-from vaelab.views.tensorboard_log import TensorBoardLogger
+from vaelab.training.callbacks import Callback
+from vaelab.training.distributed import Processes
 
 POSTFIX_EVERY = 50  # batches between updates of the running loss shown on the progress bar
 
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The training split on the device, and how one step turns a batch of it into a loss."""
+    """The training split on the device, and what a step needs to turn a batch of it into a loss."""
 
     x: torch.Tensor  # [N, ...]
     c: torch.Tensor | None  # the condition of each example (labels [N], covariates [N, K]) or None
-    condition: str  # none | label | covariates (ModelConfig.condition)
-    infer_missing: bool  # missing covariates are inferred (M2 / q(c_missing|x, c_observed))
     dynamic_binarize: bool
     label_weight: float  # weight of -log q(y|x) per labelled example, or of -log q(c_j|x) per observed covariate
     labelled: torch.Tensor | None = None  # M2: indices of the labelled examples, drawn into every step
 
-    def noise_dim(self, model: VAE) -> int:
-        """Standard normals per example and importance sample: z, plus the covariates q(c|x) draws."""
-        extra = self.c.shape[1] if self.infer_missing and self.condition == "covariates" else 0
-        return model.latent_dim + extra
-
-    def batch_sums(self, model: VAE, x: torch.Tensor, c: torch.Tensor | None, eps: torch.Tensor, objective: Objective,
-                   classify_only: torch.Tensor | None = None) -> BatchSums:
-        if self.infer_missing and self.condition == "label":
-            return label_sums(model, x, c, eps, objective, self.label_weight, classify_only)
-        if self.infer_missing:
-            return covariate_sums(model, x, c, eps, objective, self.label_weight)
-        return objective_sums(model, x, model.condition_vector(c), eps, objective)
-
 
 class BatchObjective(torch.nn.Module):
     """One step's batch totals as a module's ``forward``, so that DistributedDataParallel can wrap it:
-    the VAE's objective goes through ``posterior_params`` and ``likelihood``, not ``VAE.forward``."""
+    the bound goes through ``encode``/``decode``/``prior``, not ``VAE.forward``."""
 
     def __init__(self, model: VAE, data: TrainingData, precision: str = "fp32") -> None:
         super().__init__()
@@ -72,13 +56,23 @@ class BatchObjective(torch.nn.Module):
             return BatchSums(zero, zero.detach(), zero.detach())
         # bf16: matrix products in bfloat16, everything the model turns into a distribution in fp32.
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.data.batch_sums(self.model, x, c, eps, objective, classify_only)
+            return self.model.condition.batch_sums(self.model, x, c, eps, objective, self.data.label_weight, classify_only)
+
+
+def learning_rate(config: TrainConfig, epochs_done: float) -> float:
+    """The learning rate at a point of training (in epochs, fractional): constant, or a cosine from
+    ``lr`` to ``lr_min`` over ``epochs`` (Loshchilov & Hutter 2017, without restarts). A function of
+    the position alone, so a resumed run continues on the same curve."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    progress = min(1.0, epochs_done / config.epochs)
+    return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * progress))
 
 
 def objective_schedule(config: TrainConfig) -> Callable[[float], Objective]:
     """The objective at a point of training (in epochs, fractional): the KL weight warms up linearly."""
     beta = config.beta if config.objective == "beta" else 1.0
-    samples = config.iwae_samples if config.objective == "iwae" else 1
+    samples = OBJECTIVES[config.objective]().samples(config.iwae_samples)
 
     def at(epochs_done: float) -> Objective:
         warm = 1.0 if config.warmup_epochs == 0 else min(1.0, epochs_done / config.warmup_epochs)
@@ -97,7 +91,8 @@ def train_epoch(
     epoch: int,
     grad_clip: float | None,
     bar: tqdm,
-    tensorboard: TensorBoardLogger | None = None,
+    lr_at: Callable[[float], float] | None = None,
+    callbacks: list[Callback] = (),
     *,
     batch_objective: torch.nn.Module | None = None,
     processes: Processes = Processes(),
@@ -119,7 +114,7 @@ def train_epoch(
     labelled = None
     if data.labelled is not None:
         labelled = data.labelled[torch.randperm(data.labelled.numel(), generator=generator, device=x.device)]
-    noise_dim = data.noise_dim(model)
+    noise_dim = model.latent_size + model.condition.noise_dim(model)
     totals = torch.zeros(4, device=x.device)  # objective, loss, rec, kl: read rarely, so few device syncs
     rows_seen = 0  # rows of the ordinary batches this process trained on (M2's labelled batches only classify)
     steps = math.ceil(n / batch_size)
@@ -128,12 +123,16 @@ def train_epoch(
         b = streams[0].numel()
         if labelled is not None:
             streams.append(labelled[(step * b + torch.arange(b, device=x.device)) % labelled.numel()])
-        objective = objective_at(epoch - 1 + step / steps)
+        position = epoch - 1 + step / steps
+        objective = objective_at(position)
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(position)
         mine = processes.rows(b)  # every process draws the whole batch's randomness; it keeps its rows
         parts = []
         for rows in streams:
             batch = binarize(x[rows], generator) if data.dynamic_binarize else x[rows]
-            eps = torch.randn(objective.noise_shape(b, noise_dim), generator=generator, device=x.device)  # [K, B, D]
+            eps = torch.randn((objective.samples, b, noise_dim), generator=generator, device=x.device)  # [K, B, D]
             parts.append((batch[mine], None if data.c is None else data.c[rows[mine]], eps[:, mine]))
         own, c, eps = parts[0] if len(parts) == 1 else (
             torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts], 1))
@@ -152,9 +151,10 @@ def train_epoch(
         bar.update(b)
         if step % POSTFIX_EVERY == POSTFIX_EVERY - 1:  # an occasional read keeps the loop free of syncs
             bar.set_postfix(loss=f"{totals[1].item() / max(rows_seen, 1):.2f}", refresh=False)
-            if tensorboard is not None:
-                rows_now = max(own.shape[0], 1)
-                tensorboard.step((epoch - 1) * steps + step, {"loss": (sums.rec + sums.kl) / rows_now, "rec": sums.rec / rows_now, "kl": sums.kl / rows_now})
+            rows_now = max(own.shape[0], 1)
+            for callback in callbacks:
+                callback.on_step((epoch - 1) * steps + step, {"negative_elbo": (sums.rec + sums.kl) / rows_now,
+                                                               "rec": sums.rec / rows_now, "kl": sums.kl / rows_now})
     totals = processes.sum(torch.cat((totals, totals.new_tensor([rows_seen]))))
-    objective_mean, loss, rec, kl = (totals[:4] / totals[4]).tolist()
-    return {"objective": objective_mean, "loss": loss, "rec": rec, "kl": kl}
+    objective_mean, negative_elbo, rec, kl = (totals[:4] / totals[4]).tolist()
+    return {"objective": objective_mean, "negative_elbo": negative_elbo, "rec": rec, "kl": kl}

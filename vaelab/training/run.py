@@ -2,8 +2,9 @@
 reproducibly, resumably.
 
 This module sets a run up (data, model, run directory), loops over epochs (``epoch.py`` is the hot
-loop of one epoch), validates, checkpoints and finishes with the test figures and pictures. Adam is
-the fused kernel where the installed torch has one.
+loop of one epoch), validates, checkpoints and finishes with the test figures. It draws no picture:
+callbacks (``callbacks.py``) watch it, and the CLI draws pictures, plots and the report after it
+returns. Adam is the fused kernel where the installed torch has one.
 
 Reproducibility: one ``torch.Generator`` seeded from ``train.seed`` drives shuffling, binarisation
 and the reparameterisation noise; its state is saved with every checkpoint, so a run resumed from
@@ -16,7 +17,6 @@ gradients: the same training as one process, whose ``--batch-size`` is the globa
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
@@ -28,33 +28,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from vaelab import rundir
-
-from vaelab.training import distributed
-from vaelab.models.conditions import condition_of, covariate_statistics, missing_mask, model_settings
+from vaelab.bounds.objectives import OBJECTIVES
 from vaelab.config import ConfigError, RunConfig, TrainConfig, read_config
 from vaelab.data.datasets import Dataset, Split
+from vaelab.data.pipeline import load_data
 from vaelab.errors import VaelabError
 from vaelab.evaluation.evidence import elbo_averages
+from vaelab.models.conditions import condition_for, covariate_statistics
 from vaelab.models.vae import VAE
+from vaelab.training import distributed
+from vaelab.training.callbacks import Callback
 from vaelab.training.distributed import Processes
-from vaelab.data.pipeline import load_data
-from vaelab.training.epoch import BatchObjective, TrainingData, objective_schedule, train_epoch
-from vaelab.views.plots import write_run_plots
-from vaelab.views.report import write_report
-from vaelab.views.tensorboard_log import TensorBoardLogger
-from vaelab.views.images import image_grid, loss_curve_figure, reconstruction_grid, save_figure, save_image
+from vaelab.training.epoch import BatchObjective, TrainingData, learning_rate, objective_schedule, train_epoch
 
 log = logging.getLogger(__name__)
 
 RESUMABLE_SETTINGS = ("epochs", "device")  # what may change when a run is resumed
 EVAL_SEED = 1234  # fixed z-noise for validation/test ELBOs, so epochs are compared on equal terms
-PICTURE_SEED = 0
-DEFAULT_ALPHA = 0.1  # M2 classification weight: Kingma et al. 2014's alpha = 0.1 N (semi_supervised.py)
-TENSORBOARD_DIR = "tensorboard"
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -95,39 +88,32 @@ def _build_model(config: RunConfig, device: torch.device) -> VAE:
 
 
 def _check_objective(config: RunConfig, world_size: int) -> None:
-    """Bounds with inferred covariates are ELBO-based (``semi_supervised.py``): no IWAE, no free bits.
+    """Bounds with inferred covariates are ELBO-based (``bounds/missing.py``): no IWAE, no free bits.
     Free bits floor the *batch*-mean KL, which no single process of a distributed run sees."""
-    if config.model.infer_missing and (config.train.objective == "iwae" or config.train.free_bits > 0):
-        setting = "objective" if config.train.objective == "iwae" else "free_bits"
+    entry = OBJECTIVES[config.train.objective]()
+    if config.model.infer_missing and (not entry.closed_form_kl or config.train.free_bits > 0):
+        setting = "free_bits" if entry.closed_form_kl else "objective"
         raise ConfigError(setting, "is not available when covariates are missing (the M2 / missing-covariate bound is ELBO-based)")
     if world_size > 1 and config.train.free_bits > 0:
         raise ConfigError("free_bits", "is not available with torchrun (it floors the KL of the whole batch, which each process sees only part of)")
 
 
-def _split_on(split: Split, condition: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _split_on(split: Split, model: VAE, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A split's data and condition tensors on ``device``."""
-    c = condition_of(condition, split)
+    c = model.condition.of(split)
     return split.x.to(device), None if c is None else c.to(device)
 
 
-def _training_data(config: RunConfig, dataset: Dataset, device: torch.device) -> TrainingData:
-    x, c = _split_on(dataset.train, config.model.condition, device)
+def _training_data(config: RunConfig, model: VAE, dataset: Dataset, device: torch.device) -> TrainingData:
+    x, c = _split_on(dataset.train, model, device)
     label_weight, labelled = 0.0, None
-    if config.model.infer_missing and config.model.condition == "label":
-        assert c is not None
-        labelled = torch.nonzero(c >= 0).squeeze(1)
     if config.model.infer_missing:
         assert c is not None
-        observed = int((~missing_mask(config.model.condition, c)).sum())
-        if observed == 0:
-            setting = "labelled" if config.model.condition == "label" else "missing_frac"
-            raise ConfigError(setting, f"no training example of {config.data.dataset} keeps a covariate")
-        alpha = DEFAULT_ALPHA if config.train.alpha is None else config.train.alpha
-        label_weight = alpha * c.numel() / observed  # alpha N / N_labelled; N K / N_observed for covariates
-    return TrainingData(
-        x=x, c=c, condition=config.model.condition, infer_missing=config.model.infer_missing,
-        dynamic_binarize=config.data.binarize == "dynamic", label_weight=label_weight, labelled=labelled,
-    )
+        label_weight = model.condition.training_weight(config, c)
+        if c.dim() == 1:  # labels: M2 draws a labelled batch into every step
+            labelled = torch.nonzero(~model.condition.missing(c)).squeeze(1)
+    return TrainingData(x=x, c=c, dynamic_binarize=config.data.binarize == "dynamic", label_weight=label_weight,
+                        labelled=labelled)
 
 
 def _apply_speed_options(model: VAE, config: TrainConfig, device: torch.device) -> None:
@@ -141,58 +127,9 @@ def _apply_speed_options(model: VAE, config: TrainConfig, device: torch.device) 
                     "and slower than fp32")
 
 
-def _warn_about_likelihood(config: RunConfig) -> None:
-    if config.model.likelihood == "bernoulli" and config.data.binarize == "none":
-        log.warning(
-            "bernoulli likelihood on grey intensities: its log_prob is minus the binary cross-entropy, "
-            "not a normalised likelihood (use --binarize dynamic, or --likelihood cbernoulli)"
-        )
-
-
-def picture_conditions(model: VAE, n: int, test_c: torch.Tensor | None) -> torch.Tensor | None:
-    """Conditions for a picture of n samples: every class in turn (one column per class), or the
-    covariates of the first test examples; None for an unconditional model."""
-    if model.config.condition == "label":
-        return torch.arange(n, device=model.prior_loc.device) % model.condition_dim
-    if model.config.condition == "covariates":
-        assert test_c is not None
-        return test_c[torch.arange(n, device=test_c.device) % test_c.shape[0]]
-    return None
-
-
-def _pictures(model: VAE, test_x: torch.Tensor, test_c: torch.Tensor | None) -> tuple[Image.Image | None, Image.Image | None]:
-    """A grid of prior samples (one column per class for label models) and test inputs above their
-    reconstructions; (None, None) for non-image data."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    by_class = model.config.condition == "label" and model.condition_dim <= 16
-    n = 8 * model.condition_dim if by_class else 64
-    samples = model.sample(n, generator=_seeded_generator(PICTURE_SEED, device), c=picture_conditions(model, n, test_c))
-    model.train(was_training)
-    if samples.dim() != 4:
-        return None, None
-    inputs = test_x[:32]
-    c = None if test_c is None else test_c[:32]
-    with torch.no_grad():
-        reconstructions = model.reconstruct(inputs, c).clamp(0, 1).cpu()
-    return (image_grid(samples.clamp(0, 1).cpu(), nrow=model.condition_dim if by_class else None),
-            reconstruction_grid(inputs.cpu(), reconstructions))
-
-
-def _write_pictures(run_dir: Path, model: VAE, metrics: list[dict[str, Any]], test_x: torch.Tensor,
-                    test_c: torch.Tensor | None) -> None:
-    samples, reconstructions = _pictures(model, test_x, test_c)
-    if samples is not None and reconstructions is not None:  # tabular runs get only the curve
-        save_image(samples, run_dir / rundir.SAMPLES)
-        save_image(reconstructions, run_dir / rundir.RECONSTRUCTIONS)
-    if metrics:
-        save_figure(loss_curve_figure(metrics), run_dir / rundir.LOSS_CURVE)
-
-
 def _finish_run(run_dir: Path, model: VAE, config: RunConfig, metrics: list[dict[str, Any]], best_epoch: int,
-                stopped_early: bool, test_x: torch.Tensor, test_c: torch.Tensor | None, plots: bool) -> None:
-    """Write what a finished run leaves besides its checkpoints: test figures, pictures, plots."""
+                stopped_early: bool, test_x: torch.Tensor, test_c: torch.Tensor | None) -> None:
+    """Write the test-set figures of a finished run (``summary.json``)."""
     device = test_x.device
     test_terms = elbo_averages(model, test_x, config.train.batch_size, _seeded_generator(EVAL_SEED, device), test_c)
     summary = {
@@ -203,11 +140,7 @@ def _finish_run(run_dir: Path, model: VAE, config: RunConfig, metrics: list[dict
         "n_test": int(test_x.shape[0]),
     }
     rundir.save_summary(run_dir, summary)
-    _write_pictures(run_dir, model, metrics, test_x, test_c)
-    if plots:
-        write_run_plots(run_dir, device=str(device))
-        write_report(run_dir)
-    log.info("test -ELBO %.2f nats/example (rec %.2f, KL %.2f)", summary["test_loss"], summary["test_rec"], summary["test_kl"])
+    log.info("test -ELBO %.2f nats/example (rec %.2f, KL %.2f)", summary["test_negative_elbo"], summary["test_rec"], summary["test_kl"])
 
 
 def train(
@@ -216,17 +149,16 @@ def train(
     out: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
     progress: bool = True,
-    plots: bool = True,
-    tensorboard: bool = False,
+    callbacks: list[Callback] = (),
     **settings: Any,
 ) -> rundir.Run:
     """Train a VAE and return it with its run directory.
 
     ``settings`` override ``config`` by name, e.g. ``train(dataset="fashion-mnist", latent_dim=2)``.
     With ``resume=RUN`` the run continues from its last finished epoch; only ``epochs`` (to train
-    longer) and ``device`` may then be changed. ``plots`` draws ``RUN/plots/`` and ``RUN/report.html``
-    after training; ``tensorboard`` logs scalars and pictures to ``RUN/tensorboard/``. Started by
-    torchrun, every process trains its share of each batch and rank 0 alone writes the run directory.
+    longer) and ``device`` may then be changed. ``callbacks`` (:class:`~vaelab.training.callbacks.Callback`)
+    watch the run on rank 0. Started by torchrun, every process trains its share of each batch and
+    rank 0 alone writes the run directory. Pictures: ``vaelab.views.run_views.write_run_views(run)``.
     """
     run_dir = None
     if resume is not None:
@@ -249,7 +181,7 @@ def train(
         config = (config or RunConfig()).with_overrides(**settings)
         state = None
     with distributed.session(config.train.device) as processes:
-        return _train(config, state, run_dir, out, processes, progress=progress, plots=plots, tensorboard=tensorboard)
+        return _train(config, state, run_dir, out, processes, progress=progress, callbacks=list(callbacks))
 
 
 def _train(
@@ -260,35 +192,36 @@ def _train(
     processes: Processes,
     *,
     progress: bool,
-    plots: bool,
-    tensorboard: bool,
+    callbacks: list[Callback],
 ) -> rundir.Run:
     """:func:`train` once the config is settled: continue ``state`` in ``run_dir``, or start a new run
     in ``out`` (a default name if None)."""
     device = processes.device
     dataset = load_data(config)
-    config = replace(config, model=replace(config.model, input_shape=dataset.shape, **model_settings(config, dataset)))
+    condition = condition_for(config.model)
+    config = replace(config, model=replace(config.model, input_shape=dataset.shape, **condition.model_settings(dataset)))
     _check_objective(config, processes.world_size)
-    _warn_about_likelihood(config)
     if dataset.train.x.shape[0] == 0:
         raise VaelabError(f"{config.data.dataset}: the training split is empty")
 
     model = _build_model(config, device)
-    condition = config.model.condition
+    warning = model.likelihood.describe(config.data.binarize)
+    if warning:
+        log.warning(warning)
     optimizer = make_optimizer(model, config.train.lr)
     generator = _seeded_generator(config.train.seed, device)
     metrics: list[dict[str, Any]] = []
     best_loss, best_epoch, best_model = math.inf, 0, None
     if state is not None:
-        model.load_state_dict(state.model)
+        model.load_state_dict(rundir.upgrade_weights(state.model, config.model, rundir.run_format(run_dir)))
         optimizer.load_state_dict(state.optimizer)
         generator.set_state(state.generator)
         metrics = [m for m in rundir.read_metrics(run_dir) if m["epoch"] <= state.epoch]
         best_loss, best_epoch, best_model = state.best_loss, state.best_epoch, state.best_model
         start_epoch = state.epoch
     else:
-        model.initialise_output_bias(dataset.train.x.mean(0))
-        if condition == "covariates":
+        model.initialise(dataset.train.x.to(device))
+        if condition.name == "covariates":
             mean, std = covariate_statistics(dataset.train.c)
             model.covariate_mean.copy_(mean)
             model.covariate_std.copy_(std)
@@ -298,14 +231,15 @@ def _train(
     if processes.is_main:
         rundir.save_config(run_dir, config)
         log.info("run directory: %s", run_dir)
-    board = TensorBoardLogger(run_dir / TENSORBOARD_DIR) if tensorboard and processes.is_main else None
-
     train_cfg = config.train
-    data = _training_data(config, dataset, device)
+    data = _training_data(config, model, dataset, device)
     _apply_speed_options(model, train_cfg, device)
     batch_objective = distributed.wrap(BatchObjective(model, data, train_cfg.precision), processes)
-    val_x, val_c = _split_on(dataset.val, condition, device)
-    test_x, test_c = _split_on(dataset.test, condition, device)
+    val_x, val_c = _split_on(dataset.val, model, device)
+    test_x, test_c = _split_on(dataset.test, model, device)
+    callbacks = callbacks if processes.is_main else []
+    for callback in callbacks:
+        callback.on_start(run_dir, model, test_x, test_c)
     objective_at = objective_schedule(train_cfg)
     n = data.x.shape[0]
     stopped_early = False
@@ -315,10 +249,12 @@ def _train(
     )
     try:
         for epoch in range(start_epoch + 1, train_cfg.epochs + 1):
-            bar.set_description(f"epoch {epoch}/{train_cfg.epochs}")
+            best = f", best val -ELBO {best_loss:.2f} (epoch {best_epoch})" if best_epoch else ""
+            bar.set_description(f"epoch {epoch}/{train_cfg.epochs} ({train_cfg.epochs - epoch + 1} left{best})")
             started = time.perf_counter()
             train_terms = train_epoch(
-                model, optimizer, data, train_cfg.batch_size, generator, objective_at, epoch, train_cfg.grad_clip, bar, board,
+                model, optimizer, data, train_cfg.batch_size, generator, objective_at, epoch, train_cfg.grad_clip, bar,
+                lambda position: learning_rate(train_cfg, position), callbacks,
                 batch_objective=batch_objective, processes=processes,
             )
             if device.type == "cuda":
@@ -329,20 +265,19 @@ def _train(
                       **{f"val_{k}": v for k, v in val_terms.items()}, "seconds": seconds}
             if not all(math.isfinite(v) for v in (*train_terms.values(), *val_terms.values())):
                 raise VaelabError(
-                    f"training diverged in epoch {epoch} (loss {train_terms['loss']}); lower --lr or set "
+                    f"training diverged in epoch {epoch} (-ELBO {train_terms['negative_elbo']}); lower --lr or set "
                     f"--grad-clip; {run_dir} keeps the checkpoint of epoch {epoch - 1}"
                 )
             metrics.append(record)
-            if board is not None:
-                samples, reconstructions = _pictures(model, test_x, test_c)
-                board.epoch(epoch, record, samples, reconstructions)
+            for callback in callbacks:
+                callback.on_epoch(epoch, record, model)
             if processes.is_main:
                 bar.write(
-                    f"epoch {epoch}: train -ELBO {record['train_loss']:.2f}  val -ELBO {record['val_loss']:.2f}  "
+                    f"epoch {epoch}: train -ELBO {record['train_negative_elbo']:.2f}  val -ELBO {record['val_negative_elbo']:.2f}  "
                     f"(rec {record['val_rec']:.2f}, KL {record['val_kl']:.2f})  {seconds:.2f}s"
                 )
-            if record["val_loss"] < best_loss:
-                best_loss, best_epoch = record["val_loss"], epoch
+            if record["val_negative_elbo"] < best_loss:
+                best_loss, best_epoch = record["val_negative_elbo"], epoch
                 if train_cfg.early_stopping is not None:
                     best_model = copy.deepcopy(model.state_dict())
             stopped_early = (
@@ -364,19 +299,17 @@ def _train(
         bar.close()
         if processes.is_main:
             log.warning("interrupted; resume with: vaelab train --resume %s", run_dir)
-            with contextlib.suppress(Exception):
-                _write_pictures(run_dir, model, metrics, test_x, test_c)
         raise
     finally:
         bar.close()
-        if board is not None:
-            board.close()
+        for callback in callbacks:
+            callback.on_end()
 
     if best_model is not None:
         model.load_state_dict(best_model)
         if processes.is_main:
             rundir.save_model(run_dir, model)
     if processes.is_main:
-        _finish_run(run_dir, model, config, metrics, best_epoch, stopped_early, test_x, test_c, plots)
+        _finish_run(run_dir, model, config, metrics, best_epoch, stopped_early, test_x, test_c)
     model.eval()
     return rundir.Run(model=model, config=config, path=run_dir, metrics=metrics)

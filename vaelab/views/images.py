@@ -41,7 +41,7 @@ MAX_LABELLED_EPOCHS = 10  # up to this many epochs, every epoch gets its own tic
 
 # (metric suffix, panel title) in the order of the panels; the suffix completes "train_"/"val_".
 LOSS_PANELS = (
-    ("loss", "negative ELBO"),
+    ("negative_elbo", "negative ELBO"),
     ("rec", "reconstruction  −log p(x|z)"),
     ("kl", "KL( q(z|x) ‖ p(z) )"),
 )
@@ -193,8 +193,8 @@ def loss_curve_figure(metrics: Sequence[Mapping[str, float]]) -> Figure:
 
     Splitting the loss into its two ELBO terms shows what a single curve hides: a KL that
     collapses to zero (posterior collapse) or a reconstruction term that keeps falling while
-    validation rises (overfitting). Records are dicts like ``{"epoch": 1, "train_loss": ...,
-    "val_loss": ..., "train_rec": ..., "val_rec": ..., "train_kl": ..., "val_kl": ...}``; a key that
+    validation rises (overfitting). Records are dicts like ``{"epoch": 1, "train_negative_elbo": ...,
+    "val_negative_elbo": ..., "train_rec": ..., "val_rec": ..., "train_kl": ..., "val_kl": ...}``; a key that
     is missing or ``None`` in a record simply has no point there, so runs without validation
     plot train lines only. A record without ``"epoch"`` counts as its 1-based position.
     """

@@ -34,13 +34,13 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+import torch.nn.functional as F
+
 from vaelab import rundir
-from vaelab.models.conditions import condition_of
-from vaelab.errors import VaelabError
-from vaelab.evaluation.evidence import ACTIVE_UNIT_THRESHOLD
-from vaelab.models.vae import VAE
-from vaelab.bounds.objectives import diagonal_gaussian_kl
 from vaelab.data.pipeline import load_data, resolve_device
+from vaelab.errors import VaelabError
+from vaelab.evaluation.latents import ACTIVE_UNIT_THRESHOLD, LatentSummary, latent_summary
+from vaelab.models.vae import VAE
 from vaelab.views.images import TRAIN_COLOR, image_grid, loss_curve_figure, save_figure
 
 log = logging.getLogger(__name__)
@@ -61,41 +61,6 @@ SEED = 0  # fixes t-SNE / UMAP layouts and the choice of pairs
 
 
 # --- statistics of the posterior ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LatentStatistics:
-    """What the plots need to know about q(z|x) over a data split."""
-
-    means: torch.Tensor  # [N, D] posterior means E_q[z|x]
-    kl_per_dim: torch.Tensor  # [D] mean over x of KL(q(z_d|x) || p(z_d)), nats
-    mean_variance: torch.Tensor  # [D] Var_x E_q[z_d|x], Burda et al.'s activity statistic
-
-    @property
-    def active(self) -> torch.Tensor:
-        """[D] bool: dimensions whose posterior mean varies with x (Burda et al. 2016)."""
-        return self.mean_variance > ACTIVE_UNIT_THRESHOLD
-
-
-@torch.no_grad()
-def latent_statistics(
-    model: VAE, x: torch.Tensor, c: torch.Tensor | None = None, batch_size: int = BATCH_SIZE
-) -> LatentStatistics:
-    """Posterior means, per-dimension KL (closed form) and activity of ``model`` on ``x: [N, ...]``.
-
-    ``c`` holds the condition of every example for a conditional model (q(z|x, c)), else None.
-    """
-    assert x.shape[0] > 0, "latent statistics need at least one example"
-    device = model.prior_loc.device
-    means, kls = [], []
-    for start in range(0, x.shape[0], batch_size):
-        batch = slice(start, start + batch_size)
-        q = model.encode(x[batch].to(device), None if c is None else c[batch].to(device))
-        means.append(q.mean)
-        kls.append(diagonal_gaussian_kl(q.mean, q.stddev, model.prior_loc, model.prior_scale))  # [B, D]
-    mu = torch.cat(means)
-    variance = mu.var(dim=0) if mu.shape[0] > 1 else torch.zeros_like(mu[0])
-    return LatentStatistics(mu.cpu(), torch.cat(kls).mean(0).cpu(), variance.cpu())
 
 
 # --- shared drawing helpers --------------------------------------------------------------------
@@ -238,43 +203,17 @@ def latent_figure(
 
 
 @torch.no_grad()
-def decode_means(model: VAE, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+def decode_means(model: VAE, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of p(x|z, c) for ``z: [N, D]`` (on any device): ``[N, *input_shape]`` on the CPU, in [0, 1].
 
-    ``condition`` is the condition *vector* (:meth:`VAE.condition_vector`) of a conditional model,
-    ``[N, K]`` or one ``[1, K]`` row shared by all z; vectors rather than raw c so that a path can
-    blend two classes' one-hots.
+    ``c`` holds N conditions or one ``[1, ...]`` shared by all z; a label model also takes probability
+    vectors ``[N, n_classes]``, so that a path can blend two classes' one-hots.
     """
-    z = z.to(model.prior_loc)
-    if condition is not None:
-        condition = condition.to(z).expand(z.shape[0], -1)
-    return model.likelihood(z, condition).mean.clamp(0, 1).cpu()
-
-
-@torch.no_grad()
-def fixed_condition(model: VAE, label: int = 0, example_c: torch.Tensor | None = None) -> torch.Tensor | None:
-    """The condition vector ``[1, K]`` at which a conditional model's manifold and traversals are drawn.
-
-    Label models: class ``label``; covariate models: ``example_c`` (the covariates ``[K]`` of the
-    example whose code is traversed); None for an unconditional model.
-    """
-    if model.config.condition == "label":
-        if not 0 <= label < model.condition_dim:
-            raise VaelabError(f"--label: must be a class index in 0..{model.condition_dim - 1}, got {label}")
-        return model.condition_vector(torch.tensor([label], device=model.prior_loc.device))
-    if model.config.condition == "covariates":
-        assert example_c is not None, "covariate models are drawn at an example's covariates"
-        return model.condition_vector(example_c.to(model.prior_loc)[None])
-    return None
-
-
-def _condition_note(model: VAE, label: int) -> str:
-    """What a decoder picture is conditioned on, for its title."""
-    if model.config.condition == "label":
-        return f", class {_label_name(label, model.config.class_names)}"
-    if model.config.condition == "covariates":
-        return ", at the covariates of test example 1"
-    return ""
+    z = z.to(model.device)
+    if c is not None:
+        c = c.to(model.device)
+        c = c.expand(z.shape[0], *c.shape[1:])
+    return model.decode(z, c).mean.clamp(0, 1).cpu()
 
 
 def _sparse_ticks(ax, axis: str, centres: Sequence[float], values: Sequence[float], most: int = 7) -> None:
@@ -305,13 +244,13 @@ def manifold_figure(model: VAE, n: int = 15, label: int = 0, example_c: torch.Te
 
     A conditional model is drawn at :func:`fixed_condition` (``label``, or ``example_c``).
     """
-    if model.latent_dim != 2:
+    if model.latent_size != 2:
         raise VaelabError(
-            f"--kind manifold: needs a 2-D latent space, the model has latent_dim {model.latent_dim} "
+            f"--kind manifold: needs a 2-D latent space, the model has {model.latent_size} latent dimensions "
             "(--kind traversal shows any latent space)"
         )
     codes, values = manifold_codes(n)
-    images = decode_means(model, codes, fixed_condition(model, label, example_c))
+    images = decode_means(model, codes, model.condition.fixed(model, label, example_c))
     _check_images(images, "manifold")
     figure = _figure(8, 8.4)
     ax = figure.subplots()
@@ -322,7 +261,7 @@ def manifold_figure(model: VAE, n: int = 15, label: int = 0, example_c: torch.Te
     ax.set_ylabel("z2")
     low, high = MANIFOLD_QUANTILES
     ax.set_title(f"Decoder means over the latent space: z = Φ⁻¹(p), p from {low:g} to {high:g}"
-                 + _condition_note(model, label))
+                 + model.condition.describe(model, label))
     return figure
 
 
@@ -355,6 +294,13 @@ def lerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (1 - t) * z0[:, None] + t * z1[:, None]
 
 
+def _blendable(model: VAE, c: torch.Tensor) -> torch.Tensor:
+    """Conditions as float vectors that can be blended: labels as one-hots, covariates as they are."""
+    if c.dtype.is_floating_point:
+        return c
+    return F.one_hot(c.long(), model.condition_dim).to(model.dtype)
+
+
 def interpolation_figure(
     model: VAE,
     start: torch.Tensor,
@@ -377,14 +323,14 @@ def interpolation_figure(
         raise VaelabError(f"an interpolation needs at least 2 steps, got {steps}")
     pairs = start.shape[0]
     with torch.no_grad():
-        device = model.prior_loc.device
+        device = model.device
         c0 = None if c_start is None else c_start.to(device)
         c1 = None if c_end is None else c_end.to(device)
         z0, z1 = model.encode(start.to(device), c0).mean, model.encode(end.to(device), c1).mean
     t = torch.linspace(0, 1, steps, device=z0.device)
     condition = None
     if model.conditional:
-        vectors = lerp(model.condition_vector(c0), model.condition_vector(c1), t)  # [P, T, K]
+        vectors = lerp(_blendable(model, c0), _blendable(model, c1), t)  # [P, T, K]
         condition = vectors.reshape(pairs * steps, -1)
     names = names or [f"pair {i + 1}" for i in range(pairs)]
     figure = _figure(2 * (1.2 + 0.75 * steps), 1.1 + 0.75 * pairs)
@@ -402,7 +348,7 @@ def interpolation_figure(
 def traversal_figure(
     model: VAE,
     base: torch.Tensor,
-    stats: LatentStatistics,
+    stats: LatentSummary,
     rows: int = 8,
     steps: int = 9,
     label: int = 0,
@@ -417,12 +363,12 @@ def traversal_figure(
     """
     if steps < 2 or rows < 1:
         raise VaelabError(f"a traversal needs rows >= 1 and steps >= 2, got rows={rows}, steps={steps}")
-    order = torch.argsort(stats.mean_variance, descending=True)[: min(rows, model.latent_dim)]
+    order = torch.argsort(stats.mean_variance, descending=True)[: min(rows, model.latent_size)]
     values = torch.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, steps)
     codes = base.cpu().float().repeat(len(order), steps, 1)  # [R, T, D]
     for row, dim in enumerate(order.tolist()):
         codes[row, :, dim] = values
-    images = decode_means(model, codes.reshape(len(order) * steps, -1), fixed_condition(model, label, example_c))
+    images = decode_means(model, codes.reshape(len(order) * steps, -1), model.condition.fixed(model, label, example_c))
     _check_images(images, "traversal")
     figure = _figure(1.8 + 0.75 * steps, 1.3 + 0.75 * len(order))
     ax = figure.subplots()
@@ -433,8 +379,8 @@ def traversal_figure(
         f"z{d + 1}  KL {stats.kl_per_dim[d]:.2f}" + ("" if active[d] else " (inactive)") for d in order.tolist()
     ])
     ax.set_xlabel("value of the traversed dimension")
-    ax.set_title(f"Latent traversals: {len(order)} most active of {model.latent_dim} dimensions"
-                 + _condition_note(model, label))
+    ax.set_title(f"Latent traversals: {len(order)} most active of {model.latent_size} dimensions"
+                 + model.condition.describe(model, label))
     return figure
 
 
@@ -460,7 +406,7 @@ def interpolation_pairs(labels: torch.Tensor | None, n: int, pairs: int) -> tupl
 # --- KL per dimension ----------------------------------------------------------------------------
 
 
-def kl_figure(stats: LatentStatistics, order: str = "index") -> Figure:
+def kl_figure(stats: LatentSummary, order: str = "index") -> Figure:
     """Bars of the average KL per latent dimension over the activity statistic Var_x E_q[z_d].
 
     The KL a dimension costs is the information it carries about x; dimensions whose posterior mean
@@ -527,8 +473,8 @@ def _unavailable(kind: str, run: rundir.Run, x: torch.Tensor) -> str | None:
         return "the run has no completed epochs (no metrics.jsonl)"
     if kind in IMAGE_KINDS and x.dim() != 4:
         return f"needs image data, but {run.config.data.dataset} is tabular"
-    if kind == "manifold" and run.model.latent_dim != 2:
-        return f"needs a 2-D latent space, the model has latent_dim {run.model.latent_dim}"
+    if kind == "manifold" and run.model.latent_size != 2:
+        return f"needs a 2-D latent space, the model has {run.model.latent_size} latent dimensions"
     if kind == "interpolation" and x.shape[0] < 2:
         return "needs at least 2 examples in the split"
     return None
@@ -573,10 +519,10 @@ def write_run_plots(
             raise VaelabError(f"--kind {kind}: {reason}")
     if missing_only:
         todo = [kind for kind in todo if not plot_path(run_dir, kind).is_file()]
-    c = condition_of(run.config.model.condition, data)
-    fixed_condition(run.model, label, None if c is None else c[0])  # a bad --label fails before any drawing
+    c = run.model.condition.of(data)
+    run.model.condition.fixed(run.model, label, None if c is None else c[0])  # a bad --label fails before any drawing
 
-    stats = latent_statistics(run.model, data.x, c) if set(todo) - {"curves", "manifold"} else None
+    stats = latent_summary(run.model, data.x, c) if set(todo) - {"curves", "manifold"} else None
     labels = None if data.y is None else data.y[:limit]
     starts, ends = interpolation_pairs(data.y, min(len(data), 1000), INTERPOLATION_PAIRS)
     names = None

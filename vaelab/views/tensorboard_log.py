@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,10 @@ import torch
 from PIL import Image
 
 from vaelab.errors import VaelabError
+from vaelab.training.callbacks import Callback
 from vaelab.views.images import image_grid
 
+LOG_DIR = "tensorboard"
 INSTALL_HINT = "--tensorboard needs the tensorboard package: pip install 'vaelab[tensorboard]'"
 SPLITS = ("train", "val", "test")
 
@@ -72,3 +75,24 @@ class TensorBoardLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class TensorBoardCallback(Callback):
+    """``--tensorboard``: per-step terms, per-epoch records, samples and reconstructions in ``RUN/tensorboard/``."""
+
+    def on_start(self, run_dir: Path, model: torch.nn.Module, test_x: torch.Tensor, test_c: torch.Tensor | None) -> None:
+        self.logger = TensorBoardLogger(run_dir / LOG_DIR)
+        self.test_x, self.test_c = test_x, test_c
+
+    def on_step(self, step: int, terms: dict[str, torch.Tensor]) -> None:
+        self.logger.step(step, terms)
+
+    def on_epoch(self, epoch: int, record: dict[str, Any], model: torch.nn.Module) -> None:
+        from vaelab.views.run_views import pictures
+
+        samples, reconstructions = pictures(model, self.test_x, self.test_c)
+        self.logger.epoch(epoch, record, samples, reconstructions)
+
+    def on_end(self) -> None:
+        if hasattr(self, "logger"):
+            self.logger.close()

@@ -29,11 +29,10 @@ from typing import Any
 import torch
 
 from vaelab.errors import VaelabError
-from vaelab.evaluation.evidence import ACTIVE_UNIT_THRESHOLD
+from vaelab.evaluation.latents import ACTIVE_UNIT_THRESHOLD, latent_summary
 from vaelab.views.explore.errors import RequestError
 from vaelab.views.explore.uploads import MAX_SIDE, MAX_UPLOAD_BYTES, MIN_SIDE, read_image
 from vaelab.models.vae import VAE
-from vaelab.bounds.objectives import diagonal_gaussian_kl
 from vaelab.views.images import image_grid
 
 MAP_POINTS = 2000  # test points drawn on the map: enough to see the clusters, light enough for a canvas
@@ -115,8 +114,8 @@ class ExplorerBackend:
     """A trained image VAE and its test set, ready to answer the explorer's requests.
 
     ``x: [N, C, H, W]`` are test images (as the model was evaluated on them), ``y: [N]`` their labels
-    or None, ``class_names`` the label names. Label-conditional models (``model.config.condition ==
-    "label"``) take a label in every decode and encode; their class names come from the model's config.
+    or None, ``class_names`` the label names. Label-conditional models take a label in every
+    decode and encode; their class names come from the model's config.
     """
 
     def __init__(
@@ -136,14 +135,13 @@ class ExplorerBackend:
                 f"the explorer needs an image model (data shaped [C, H, W] with 1 or 3 channels); "
                 f"this one models data of shape {list(shape)}"
             )
-        condition = model.config.condition
-        if condition not in ("none", "label"):
-            raise VaelabError(f"the explorer handles unconditional and label-conditional models, not condition={condition!r}")
+        if model.condition.is_continuous:
+            raise VaelabError(f"the explorer handles unconditional and label-conditional models, not condition={model.condition.name!r}")
         self.model = model.eval()
         self.shape: tuple[int, int, int] = shape  # type: ignore[assignment]
-        self.label_conditional = condition == "label"
+        self.label_conditional = model.condition.is_label
         self.title = title
-        self.device = model.prior_loc.device
+        self.device = model.device
         self._lock = threading.Lock()
         names = model.config.class_names if self.label_conditional else class_names
         self.class_names: list[str] | None = list(names) if names else None
@@ -153,11 +151,12 @@ class ExplorerBackend:
             labelled = y >= 0  # -1 marks a hidden label
             x, y = x[labelled], y[labelled]
 
-        means, kl = self._posterior_stats(x, y)  # [N, D], [D]
-        variance = means.var(0) if len(means) > 1 else torch.zeros(model.latent_dim)
-        self.kl_per_dim = kl
+        with self._lock:
+            summary = latent_summary(model, x, y if self.label_conditional else None)
+        means, variance = summary.means, summary.mean_variance  # [N, D], [D]
+        self.kl_per_dim = summary.kl_per_dim
         self.activity = variance
-        self.order = sorted(range(model.latent_dim), key=lambda d: -float(variance[d]))
+        self.order = sorted(range(model.latent_size), key=lambda d: -float(variance[d]))
         self.map = LatentMap.fit(means)
         generator = torch.Generator().manual_seed(seed)
         keep = torch.randperm(len(means), generator=generator)[:map_points].sort().values
@@ -184,20 +183,6 @@ class ExplorerBackend:
     def _decode_mean(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         return self.model.decode(z, c).mean
 
-    @torch.no_grad()
-    def _posterior_stats(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior means ``[N, D]`` and the mean KL per dimension ``[D]``, on the CPU."""
-        means, kl_sum = [], torch.zeros(self.model.latent_dim)
-        with self._lock:
-            for start in range(0, len(x), ENCODE_BATCH):
-                xb = x[start : start + ENCODE_BATCH].to(self.device)
-                c = y[start : start + ENCODE_BATCH].to(self.device) if self.label_conditional else None
-                q = self.model.encode(xb, c)
-                kl = diagonal_gaussian_kl(q.mean, q.stddev, self.model.prior_loc, self.model.prior_scale)
-                means.append(q.mean.cpu())
-                kl_sum += kl.sum(0).cpu()
-        return torch.cat(means), kl_sum / max(len(x), 1)
-
     def _label(self, label: Any) -> int | None:
         if not self.label_conditional:
             if label is not None:
@@ -216,7 +201,7 @@ class ExplorerBackend:
         channels, height, width = self.shape
         return {
             "title": self.title,
-            "latent_dim": self.model.latent_dim,
+            "latent_dim": self.model.latent_size,
             "input_shape": [channels, height, width],
             "likelihood": self.model.config.likelihood,
             "dims": [
@@ -242,7 +227,7 @@ class ExplorerBackend:
     @torch.no_grad()
     def decode(self, z: Any, label: Any = None) -> dict[str, Any]:
         """The mean of p(x|z[, label]) as a PNG data URL, and where z lies on the map."""
-        latent = _vector(z, self.model.latent_dim, "z", Z_LIMIT)
+        latent = _vector(z, self.model.latent_size, "z", Z_LIMIT)
         c = self._condition(self._label(label), 1)
         with self._lock:
             image = self._decode_mean(latent.unsqueeze(0).to(self.device), c)

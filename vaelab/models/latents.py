@@ -1,0 +1,137 @@
+"""Latent distributions as the estimator sees them: one or several stochastic layers.
+
+A posterior q(z|x, c) and a prior p(z) are ``torch.distributions.Distribution`` objects over the
+whole latent vector z ``[..., latent_size]``. A one-layer model's are diagonal Gaussians (a prior may
+also be a mixture). A hierarchical model's z is its layers concatenated, bottom layer first,
+z = (z_1, ..., z_L), and its q and p are *chains*: products of conditionals, sampled top-down,
+
+    q(z|x) = q(z_L|x) prod_l q(z_l|z_{l+1}, x),    p(z) = p(z_L) prod_l p(z_l|z_{l+1}).
+
+A chain exposes :meth:`Chain.conditionals`, the factor of every layer at a given z, so the KL can be
+taken layer by layer: in closed form where both factors are diagonal Gaussians, as a one-sample
+Monte-Carlo term log q(z_l|.) - log p(z_l|.) where not (a mixture prior). The helpers here treat a
+plain distribution as a chain of one layer, so the estimator has a single code path.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import Distribution, Independent, MixtureSameFamily, Normal
+
+MIN_SCALE = 1e-5  # floor on a Gaussian layer's standard deviation: keeps log sigma finite
+
+
+def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
+    """N(loc, diag scale^2) with event ``[D]`` (no argument validation: the hot path)."""
+    return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
+
+def is_diagonal_normal(dist: Distribution) -> bool:
+    return isinstance(dist, Independent) and isinstance(dist.base_dist, Normal)
+
+
+class Chain(Distribution):
+    """Base of hierarchical q and p: z is the layers concatenated, bottom first (sizes ``layer_sizes``)."""
+
+    arg_constraints: dict = {}
+    has_rsample = True
+
+    def __init__(self, layer_sizes: tuple[int, ...], batch_shape: torch.Size) -> None:
+        self.layer_sizes = tuple(layer_sizes)
+        super().__init__(batch_shape, torch.Size([sum(layer_sizes)]), validate_args=False)
+
+    def conditionals(self, z: torch.Tensor) -> list[Distribution]:
+        """The factor of every layer given the layers above it in ``z``, bottom first."""
+        raise NotImplementedError
+
+    def reparameterize(self, eps: torch.Tensor) -> torch.Tensor:
+        """z from standard-normal noise ``eps: [..., latent_size]``, sampled top-down."""
+        raise NotImplementedError
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return sum(d.log_prob(z_l) for d, z_l in zip(self.conditionals(z), split_layers(self, z)))
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        shape = torch.Size(sample_shape) + self.batch_shape + self.event_shape
+        return self.reparameterize(torch.randn(shape, device=self.device, dtype=self.dtype))
+
+    def sample_with(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """n draws ``[n, *batch, latent_size]`` from an explicit generator (reproducible sampling)."""
+        shape = (n, *self.batch_shape, *self.event_shape)
+        return self.reparameterize(torch.randn(shape, generator=generator, device=self.device, dtype=self.dtype))
+
+
+def layer_sizes(dist: Distribution) -> tuple[int, ...]:
+    return dist.layer_sizes if isinstance(dist, Chain) else (dist.event_shape[-1],)
+
+
+def split_layers(dist: Distribution, z: torch.Tensor) -> list[torch.Tensor]:
+    """``z: [..., latent_size]`` as its layers, bottom first."""
+    return list(z.split(layer_sizes(dist), dim=-1))
+
+
+def conditionals(dist: Distribution, z: torch.Tensor) -> list[Distribution]:
+    return dist.conditionals(z) if isinstance(dist, Chain) else [dist]
+
+
+def reparameterize(q: Distribution, eps: torch.Tensor) -> torch.Tensor:
+    """z = mu + sigma * eps (or a chain's top-down version): written out, not ``q.rsample()``, so that
+    the caller's noise (from a seeded generator, shared across processes) decides the sample.
+    ``eps: [K, ..., D]`` broadcasts against q's batch shape."""
+    if isinstance(q, Chain):
+        return q.reparameterize(eps)
+    assert is_diagonal_normal(q), "a posterior is a diagonal Gaussian or a Chain"
+    return q.base_dist.loc + q.base_dist.scale * eps
+
+
+def sample(dist: Distribution, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """n draws ``[n, *batch, D]`` of a prior or posterior, reproducibly from ``generator``.
+
+    ``torch.distributions`` samplers take no generator; this covers the families vaelab builds:
+    diagonal Gaussians, mixtures of them (component first, then the Gaussian), and chains.
+    """
+    if isinstance(dist, Chain):
+        return dist.sample_with(n, generator)
+    if isinstance(dist, MixtureSameFamily):
+        probs = dist.mixture_distribution.probs  # [..., M]
+        flat = probs.reshape(-1, probs.shape[-1])
+        picks = torch.multinomial(flat, n, replacement=True, generator=generator).T  # [n, prod(batch)]
+        picks = picks.reshape(n, *probs.shape[:-1])
+        component = dist.component_distribution
+        loc, scale = component.base_dist.loc, component.base_dist.scale  # [..., M, D]
+        index = picks[..., None, None].expand(*picks.shape, 1, loc.shape[-1])
+        loc = torch.gather(loc.expand(n, *loc.shape), -2, index).squeeze(-2)
+        scale = torch.gather(scale.expand(n, *scale.shape), -2, index).squeeze(-2)
+        eps = torch.randn(loc.shape, generator=generator, device=loc.device, dtype=loc.dtype)
+        return loc + scale * eps
+    assert is_diagonal_normal(dist), f"cannot sample {type(dist).__name__} with a generator"
+    loc, scale = dist.base_dist.loc, dist.base_dist.scale
+    shape = (n, *dist.batch_shape, *dist.event_shape)
+    eps = torch.randn(shape, generator=generator, device=loc.device, dtype=loc.dtype)
+    return loc + scale * eps
+
+
+def gaussian_kl_per_dim(q: Independent, p: Independent) -> torch.Tensor:
+    """KL(q || p) per dimension for diagonal Gaussians (Kingma & Welling 2014, Appendix B):
+    log(s_p / s_q) + (s_q^2 + (m_q - m_p)^2) / (2 s_p^2) - 1/2, shape ``[..., D]``."""
+    m_q, s_q = q.base_dist.loc, q.base_dist.scale
+    m_p, s_p = p.base_dist.loc, p.base_dist.scale
+    return torch.log(s_p / s_q) + (s_q.square() + (m_q - m_p).square()) / (2 * s_p.square()) - 0.5
+
+
+def layer_kls(q: Distribution, p: Distribution, z: torch.Tensor, closed_form: bool) -> list[torch.Tensor]:
+    """The KL of each layer at the sample ``z: [K, ..., D]``, bottom first.
+
+    With ``closed_form`` a layer whose q and p factors are both diagonal Gaussians gives its KL per
+    dimension ``[K, ..., D_l]`` (exact given the layers above, whose sample is in z); any other layer,
+    and every layer without ``closed_form``, gives log q(z_l|.) - log p(z_l|.) ``[K, ...]``: the exact
+    log density ratio that importance weights need.
+    """
+    kls = []
+    for q_l, p_l, z_l in zip(conditionals(q, z), conditionals(p, z), split_layers(q, z)):
+        if closed_form and is_diagonal_normal(q_l) and is_diagonal_normal(p_l):
+            kl = gaussian_kl_per_dim(q_l, p_l)
+            kls.append(kl.expand(*z_l.shape[:-1], kl.shape[-1]))
+        else:
+            kls.append(q_l.log_prob(z_l) - p_l.log_prob(z_l))
+    return kls
