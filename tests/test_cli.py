@@ -66,7 +66,7 @@ def test_config_file_with_flag_override(tmp_path):
         (["train", "--latent-dim", "0"], ["--latent-dim", ">= 1"]),
         (["train", "--epochs", "many"], ["--epochs", "many"]),
         (["train", "--lr", "-1"], ["--lr"]),
-        (["train", "--arch", "resnet"], ["--arch"]),
+        (["train", "--arch", "transformer"], ["--arch"]),
         (["train", "--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["train", "--device", "tpu"], ["--device"]),
         (["sample", "/no/such/run", "--out", "x.png"], ["/no/such/run", "no such run directory"]),
         (["frobnicate"], ["frobnicate"]),

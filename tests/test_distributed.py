@@ -53,7 +53,7 @@ def test_two_processes_train_the_single_process_weights_and_resume(tmp_path):
     assert resumed.stdout.count("epoch 2:") == 1  # rank 0 alone reports
     assert [p.name for p in tmp_path.iterdir()] == ["two"]
     files = {p.name for p in (tmp_path / "two").iterdir()}
-    assert files == {rundir.CONFIG, rundir.MODEL, rundir.TRAINING_STATE, rundir.METRICS, rundir.SUMMARY,
+    assert files == {rundir.CONFIG, rundir.DATA, rundir.MODEL, rundir.TRAINING_STATE, rundir.METRICS, rundir.SUMMARY,
                      rundir.SAMPLES, rundir.RECONSTRUCTIONS, rundir.LOSS_CURVE}
     assert [m["epoch"] for m in rundir.read_metrics(tmp_path / "two")] == [1, 2]
 

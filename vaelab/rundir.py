@@ -4,11 +4,16 @@ Layout (every file written atomically):
 
 - ``config.json``: the :class:`~vaelab.config.RunConfig`, enough to rebuild model and data pipeline;
 - ``model.safetensors``: the model's weights, loadable anywhere (``vaelab.load`` or plain safetensors);
-- ``training_state.safetensors``: weights, optimizer state and random-generator state of the last
-  finished epoch, with counters in its metadata: one self-consistent file, so ``--resume`` never
-  mixes epochs even if a run is killed while writing;
+- ``training_state.safetensors``: the checkpoint — weights, optimizer state, random-generator state
+  and every metrics record up to the last finished epoch, in one file. Writing it (to a temporary
+  name, fsync, rename, fsync of the directory) is the one atomic step that commits an epoch;
+  ``model.safetensors`` and ``metrics.jsonl`` are written after it and, should a kill fall between
+  the writes, rewritten from it on ``--resume``, so a run never mixes epochs;
 - ``metrics.jsonl``: one JSON object per epoch; ``summary.json``: test-set figures after training;
+- ``data.json``: where the data came from (file paths with their sha256, or the embedded dataset);
 - ``samples.png``, ``reconstructions.png``, ``loss_curve.png``: pictures.
+
+Temporaries of writes a kill interrupted (``.<name>.*.tmp``) are removed when the run is next started.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ MODEL = "model.safetensors"
 TRAINING_STATE = "training_state.safetensors"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+DATA = "data.json"
 SAMPLES = "samples.png"
 RECONSTRUCTIONS = "reconstructions.png"
 LOSS_CURVE = "loss_curve.png"
@@ -61,6 +67,8 @@ class TrainingState:
     best_epoch: int
     best_model: dict[str, torch.Tensor] | None
     finished: bool
+    metrics: list[dict[str, Any]] | None = None  # every record up to ``epoch`` (None: written before release 0.2)
+    initial_loss: float | None = None  # validation -ELBO of the initial model, for divergence checks
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -98,6 +106,30 @@ def save_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     atomic_write_json(run_dir / SUMMARY, summary)
 
 
+def save_provenance(run_dir: Path, dataset: str, provenance: Any) -> None:
+    """``data.json``: the dataset's name and its files with their sha256 (or the embedded source)."""
+    files = [{"path": path, "sha256": digest} for path, digest in provenance] if not isinstance(provenance, str) else []
+    atomic_write_json(run_dir / DATA, {"dataset": dataset, "source": provenance if isinstance(provenance, str) else None,
+                                       "files": files})
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[str]:
+    """Delete the ``.<name>.*.tmp`` files of atomic writes that a kill interrupted; their names."""
+    removed = []
+    for path in run_dir.rglob(".*.tmp"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(str(path.relative_to(run_dir)))
+    return removed
+
+
+def is_unstarted(run_dir: Path) -> bool:
+    """True for a directory that a run created and left before its first checkpoint: only its
+    ``config.json`` (and data.json, temporaries) — it may be started again in place."""
+    names = {p.name for p in run_dir.iterdir() if not p.name.endswith(".tmp")}
+    return CONFIG in names and names <= {CONFIG, DATA}
+
+
 def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
     """Optimizer state as tensors ``optimizer.<param>.<key>`` plus its param groups as JSON."""
     tensors = {}
@@ -129,11 +161,14 @@ def save_training_state(run_dir: Path, state: TrainingState) -> None:
         "best_loss": repr(state.best_loss),
         "best_epoch": str(state.best_epoch),
         "finished": str(state.finished),
+        "metrics": json.dumps(state.metrics or []),
+        "initial_loss": repr(state.initial_loss),
     }
     _write_safetensors(run_dir / TRAINING_STATE, tensors, metadata)
 
 
 def load_training_state(run_dir: Path) -> TrainingState:
+    """The checkpoint, validated: a damaged or hand-edited file is a one-line error naming it."""
     path = run_dir / TRAINING_STATE
     tensors, metadata = read_safetensors(path)
     if metadata.get("format") != "vaelab-training-state-1":
@@ -143,16 +178,35 @@ def load_training_state(run_dir: Path) -> TrainingState:
         prefix, _, rest = name.partition(".")
         if prefix in groups:
             groups[prefix][rest if prefix != "optimizer" else name] = value
-    return TrainingState(
-        epoch=int(metadata["epoch"]),
-        model=groups["model"],
-        optimizer=_unflatten_optimizer(groups["optimizer"], metadata["param_groups"]),
-        generator=tensors["generator"],
-        best_loss=float(metadata["best_loss"]),
-        best_epoch=int(metadata["best_epoch"]),
-        best_model=groups["best"] or None,
-        finished=metadata["finished"] == "True",
-    )
+    try:
+        state = TrainingState(
+            epoch=int(metadata["epoch"]),
+            model=groups["model"],
+            optimizer=_unflatten_optimizer(groups["optimizer"], metadata["param_groups"]),
+            generator=tensors["generator"],
+            best_loss=float(metadata["best_loss"]),
+            best_epoch=int(metadata["best_epoch"]),
+            best_model=groups["best"] or None,
+            finished={"True": True, "False": False}[metadata["finished"]],
+            metrics=json.loads(metadata["metrics"]) if "metrics" in metadata else None,
+            initial_loss=float(metadata["initial_loss"]) if metadata.get("initial_loss", "None") != "None" else None,
+        )
+    except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise VaelabError(f"{path}: damaged training state ({type(exc).__name__}: {exc}); the run cannot be resumed") from None
+    problems = [
+        (state.epoch >= 1, f"epoch must be >= 1, got {state.epoch}"),
+        (0 <= state.best_epoch <= state.epoch, f"best_epoch must be in 0..{state.epoch}, got {state.best_epoch}"),
+        (state.generator.dtype == torch.uint8 and state.generator.dim() == 1, "generator must be a uint8 vector"),
+        (isinstance(state.optimizer["param_groups"], list) and all(isinstance(g, dict) for g in state.optimizer["param_groups"]),
+         "param_groups must be a list of objects"),
+        (state.metrics is None or (isinstance(state.metrics, list) and len(state.metrics) == state.epoch
+                                   and all(isinstance(m, dict) and m.get("epoch") == i + 1 for i, m in enumerate(state.metrics))),
+         "metrics must hold one record per epoch"),
+    ]
+    for ok, problem in problems:
+        if not ok:
+            raise VaelabError(f"{path}: damaged training state ({problem}); the run cannot be resumed")
+    return state
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

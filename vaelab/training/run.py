@@ -46,7 +46,8 @@ from vaelab.training.epoch import BatchObjective, TrainingData, learning_rate, o
 
 log = logging.getLogger(__name__)
 
-RESUMABLE_SETTINGS = ("epochs", "device")  # what may change when a run is resumed
+RESUMABLE_SETTINGS = ("epochs", "device", "lr")  # what may change when a run is resumed (metrics.jsonl records lr)
+DIVERGENCE_FACTOR = 10.0  # a validation -ELBO this many times the initial model's means the run diverged
 EVAL_SEED = 1234  # fixed z-noise for validation/test ELBOs, so epochs are compared on equal terms
 
 
@@ -64,12 +65,19 @@ def default_out(config: RunConfig) -> Path:
 
 
 def _new_run_dir(out: str | os.PathLike | None, config: RunConfig) -> Path:
+    """The directory of a new run: new or empty, or one a run left before its first checkpoint."""
     path = Path(out) if out is not None else default_out(config)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and not path.is_dir():
+        raise VaelabError(f"--out {path}: exists and is not a directory; choose another --out")
+    if path.is_dir() and any(path.iterdir()) and not rundir.is_unstarted(path):
         raise VaelabError(
-            f"{path}: already exists and is not empty; resume it with --resume {path} or choose another --out"
+            f"--out {path}: already exists and is not empty; resume it with --resume {path} or choose another --out"
         )
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VaelabError(f"--out {path}: cannot create the run directory ({exc.strerror})") from None
+    rundir.remove_stale_temporaries(path)
     return path
 
 
@@ -127,6 +135,33 @@ def _apply_speed_options(model: VAE, config: TrainConfig, device: torch.device) 
                     "and slower than fp32")
 
 
+def _check_divergence(record: dict[str, Any], initial_loss: float, epoch: int, run_dir: Path) -> None:
+    """Stop a run whose loss is not finite or has grown far beyond the initial model's, saying truly
+    what is kept and how to go on (``--resume`` accepts a new ``--lr``)."""
+    values = [v for k, v in record.items() if k != "epoch" and isinstance(v, float)]
+    loss = record["val_negative_elbo"]
+    if all(math.isfinite(v) for v in values) and loss <= DIVERGENCE_FACTOR * abs(initial_loss):
+        return
+    why = "not finite" if not math.isfinite(loss) else f"{loss:.4g} nats, over {DIVERGENCE_FACTOR:g}x the initial {initial_loss:.4g}"
+    if epoch > 1:
+        kept = (f"{run_dir} keeps the checkpoint of epoch {epoch - 1}; continue it with a lower learning rate: "
+                f"vaelab train --resume {run_dir} --lr <smaller>")
+    else:
+        kept = (f"nothing was saved; start again with a lower --lr (or --grad-clip), "
+                f"the same --out {run_dir} is accepted")
+    raise VaelabError(f"training diverged in epoch {epoch} (validation -ELBO {why}); {kept}")
+
+
+def _describe_provenance(provenance: Any) -> str:
+    if isinstance(provenance, str):
+        return provenance
+    if not provenance:
+        return "built in memory (no files)"
+    first, digest = provenance[0]
+    more = f" and {len(provenance) - 1} more files" if len(provenance) > 1 else ""
+    return f"{first} (sha256 {digest[:12]}…){more}; every file and checksum in data.json"
+
+
 def _finish_run(run_dir: Path, model: VAE, config: RunConfig, metrics: list[dict[str, Any]], best_epoch: int,
                 stopped_early: bool, test_x: torch.Tensor, test_c: torch.Tensor | None) -> None:
     """Write the test-set figures of a finished run (``summary.json``)."""
@@ -171,7 +206,9 @@ def train(
             )
         config = read_config(run_dir / rundir.CONFIG).with_overrides(**settings)
         state = rundir.load_training_state(run_dir)
-        if state.finished or state.epoch >= config.train.epochs:
+        done = state.finished or state.epoch >= config.train.epochs
+        if done and (run_dir / rundir.SUMMARY).exists():  # else it was stopped before its summary: finish it
+            rundir.remove_stale_temporaries(run_dir)
             raise VaelabError(
                 f"{run_dir}: already trained for {state.epoch} epochs"
                 + (" (stopped early)" if state.finished and state.epoch < config.train.epochs else "")
@@ -213,12 +250,21 @@ def _train(
     metrics: list[dict[str, Any]] = []
     best_loss, best_epoch, best_model = math.inf, 0, None
     if state is not None:
-        model.load_state_dict(rundir.upgrade_weights(state.model, config.model, rundir.run_format(run_dir)))
-        optimizer.load_state_dict(state.optimizer)
-        generator.set_state(state.generator)
-        metrics = [m for m in rundir.read_metrics(run_dir) if m["epoch"] <= state.epoch]
+        try:
+            model.load_state_dict(rundir.upgrade_weights(state.model, config.model, rundir.run_format(run_dir)))
+            optimizer.load_state_dict(state.optimizer)
+            generator.set_state(state.generator)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise VaelabError(f"{run_dir / rundir.TRAINING_STATE}: does not match {rundir.CONFIG} ({first})") from None
+        metrics = state.metrics if state.metrics is not None else [m for m in rundir.read_metrics(run_dir) if m["epoch"] <= state.epoch]
         best_loss, best_epoch, best_model = state.best_loss, state.best_epoch, state.best_model
         start_epoch = state.epoch
+        initial_loss = state.initial_loss
+        if processes.is_main:  # the checkpoint is the truth: rewrite what a kill may have left behind it
+            rundir.remove_stale_temporaries(run_dir)
+            rundir.save_model(run_dir, model)
+            rundir.save_metrics(run_dir, metrics)
     else:
         model.initialise(dataset.train.x.to(device))
         if condition.name == "covariates":
@@ -227,10 +273,13 @@ def _train(
             model.covariate_std.copy_(std)
         run_dir = distributed.from_main(processes, lambda: _new_run_dir(out, config))
         start_epoch = 0
+        initial_loss = None
     assert run_dir is not None
     if processes.is_main:
         rundir.save_config(run_dir, config)
+        rundir.save_provenance(run_dir, config.data.dataset, dataset.provenance)
         log.info("run directory: %s", run_dir)
+        log.info("data: %s", _describe_provenance(dataset.provenance))
     train_cfg = config.train
     data = _training_data(config, model, dataset, device)
     _apply_speed_options(model, train_cfg, device)
@@ -241,6 +290,8 @@ def _train(
     for callback in callbacks:
         callback.on_start(run_dir, model, test_x, test_c)
     objective_at = objective_schedule(train_cfg)
+    if initial_loss is None:  # what divergence is measured against: the model as initialised
+        initial_loss = elbo_averages(model, val_x, train_cfg.batch_size, _seeded_generator(EVAL_SEED, device), val_c)["negative_elbo"]
     n = data.x.shape[0]
     stopped_early = False
     bar = tqdm(
@@ -262,12 +313,9 @@ def _train(
             seconds = time.perf_counter() - started
             val_terms = elbo_averages(model, val_x, train_cfg.batch_size, _seeded_generator(EVAL_SEED, device), val_c)
             record = {"epoch": epoch, **{f"train_{k}": v for k, v in train_terms.items()},
-                      **{f"val_{k}": v for k, v in val_terms.items()}, "seconds": seconds}
-            if not all(math.isfinite(v) for v in (*train_terms.values(), *val_terms.values())):
-                raise VaelabError(
-                    f"training diverged in epoch {epoch} (-ELBO {train_terms['negative_elbo']}); lower --lr or set "
-                    f"--grad-clip; {run_dir} keeps the checkpoint of epoch {epoch - 1}"
-                )
+                      **{f"val_{k}": v for k, v in val_terms.items()}, "lr": optimizer.param_groups[0]["lr"],
+                      "seconds": seconds}
+            _check_divergence(record, initial_loss, epoch, run_dir)
             metrics.append(record)
             for callback in callbacks:
                 callback.on_epoch(epoch, record, model)
@@ -287,7 +335,7 @@ def _train(
                 rundir.save_training_state(run_dir, rundir.TrainingState(
                     epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
                     generator=generator.get_state(), best_loss=best_loss, best_epoch=best_epoch,
-                    best_model=best_model, finished=stopped_early,
+                    best_model=best_model, finished=stopped_early, metrics=metrics, initial_loss=initial_loss,
                 ))
                 rundir.save_model(run_dir, model)
                 rundir.save_metrics(run_dir, metrics)
