@@ -20,7 +20,7 @@ def test_round_trip_through_json(tmp_path):
 @pytest.mark.parametrize(
     "setting, value",
     [("latent_dim", 0), ("epochs", 0), ("batch_size", -1), ("lr", 0.0), ("grad_clip", -1.0),
-     ("hidden", (0,)), ("channels", ()), ("arch", "resnet"), ("likelihood", "poisson"),
+     ("hidden", (0,)), ("channels", ()), ("arch", "transformer"), ("likelihood", "poisson"),
      ("binarize", "sometimes"), ("early_stopping", 0), ("seed", -3), ("val_size", 0), ("gaussian_scale", 0.0)],
 )
 def test_out_of_range_settings_name_the_setting(setting, value):

@@ -18,6 +18,12 @@ from vaelab.errors import VaelabError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
+MAX_SAMPLES = 10_000  # images in one sample grid
+
+# A run's own records: commands that write pictures never replace these, even with --force.
+RUN_RECORDS = ("config.json", "model.safetensors", "training_state.safetensors", "metrics.jsonl",
+               "summary.json", "data.json", "report.html")
 
 
 class _UsageError(Exception):
@@ -33,6 +39,31 @@ def _flag(setting: str) -> str:
     return "--" + setting.replace("_", "-")
 
 
+def _seed(text: str) -> int:
+    """``--seed``: an integer in 0..2**63 - 1 (argparse reports anything else as a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be in 0..{MAX_SEED}, got {text}")
+    return value
+
+
+def _add_progress_flags(p: argparse.ArgumentParser) -> None:
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bar.add_argument("--progress", action="store_true",
+                     help="a progress bar even when stderr is not a terminal (default: only on a terminal)")
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    """Draw tqdm bars only on a terminal: in logs and CI they tangle with the per-epoch lines."""
+    if args.no_progress:
+        return False
+    return args.progress or sys.stderr.isatty()
+
+
 def _add_device_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
 
@@ -40,7 +71,7 @@ def _add_device_flag(p: argparse.ArgumentParser) -> None:
 def _add_device_and_report_flags(p: argparse.ArgumentParser) -> None:
     _add_device_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_progress_flags(p)
 
 
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
@@ -50,7 +81,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
         description="Train a VAE by maximising the ELBO. Writes config.json, model.safetensors, "
         "training_state.safetensors, metrics.jsonl, summary.json and pictures into --out.",
         epilog="Example (the classic 784-400-20 model): vaelab train --dataset fashion-mnist --arch mlp "
-        "--hidden 400 --latent-dim 20 --likelihood bernoulli --epochs 10",
+        "--hidden 400 --latent-dim 20 --likelihood bernoulli --binarize dynamic --epochs 10",
     )
     d, m, t = DataConfig(), ModelConfig(), TrainConfig()
     data = p.add_argument_group("data")
@@ -81,7 +112,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     opt.add_argument("--lr-min", type=float, help="cosine: the final learning rate (default: 0)")
     opt.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
     opt.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after this many epochs without validation improvement")
-    opt.add_argument("--seed", type=int, help=f"random seed (default: {t.seed})")
+    opt.add_argument("--seed", type=_seed, help=f"random seed (default: {t.seed})")
     opt.add_argument("--objective", choices=registry_names("objective"), help=f"what to maximise (default: {t.objective})")
     opt.add_argument("--beta", type=float, help=f"KL weight of --objective beta (default: {t.beta})")
     opt.add_argument("--warmup-epochs", type=float, metavar="E", help="raise the KL weight linearly from 0 over E epochs")
@@ -95,7 +126,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--config", type=Path, help="JSON file with data/model/train sections (flags override it)")
     run.add_argument("--out", type=Path, help="new run directory (default: runs/<dataset>-<arch>-<time>)")
     run.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run (only --epochs and --device may change)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_progress_flags(run)
     run.add_argument("--no-plots", action="store_true", help="skip RUN/plots/ and RUN/report.html after training")
     run.add_argument("--tensorboard", action="store_true", help="log scalars and pictures to RUN/tensorboard/ (needs tensorboard)")
     p.set_defaults(handler=_train)
@@ -120,10 +151,10 @@ def _train(args: argparse.Namespace) -> None:
     if args.resume is not None:
         if args.config is not None or args.out is not None:
             raise VaelabError("--resume continues a run in place; it cannot be combined with --config or --out")
-        run = train(resume=args.resume, progress=not args.no_progress, callbacks=_callbacks(args), **settings)
+        run = train(resume=args.resume, progress=_progress(args), callbacks=_callbacks(args), **settings)
     else:
         config = read_config(args.config) if args.config is not None else RunConfig()
-        run = train(config, out=args.out, progress=not args.no_progress, callbacks=_callbacks(args), **settings)
+        run = train(config, out=args.out, progress=_progress(args), callbacks=_callbacks(args), **settings)
     if is_main_process():
         from vaelab.views.run_views import write_run_views
 
@@ -145,8 +176,9 @@ def _add_sample_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("sample", help="draw samples from a trained model", description="Decode z ~ p(z) and save a grid of the means of p(x|z).")
     p.add_argument("run", type=Path, metavar="RUN", help="run directory")
     p.add_argument("-n", type=int, default=64, help="number of samples (default: 64)")
-    p.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--out", type=Path, required=True, help="PNG file to write (a new file unless --force)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists (never a run's config, weights or records)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     _add_device_flag(p)
     p.add_argument("--prior", default="model", metavar="model|gmm:K",
                    help="draw z from the model's trained p(z) (model, the default) or from a K-component Gaussian mixture "
@@ -158,6 +190,19 @@ def _add_sample_parser(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_sample)
 
 
+def check_image_out(out: Path, run_dir: Path, force: bool) -> None:
+    """Refuse an ``--out`` that would replace what the command did not create: a directory, a run's
+    own records (its config, weights, metrics: never, whatever the flags), or any existing file
+    unless ``force``. Checked before any work, so a refused command changes nothing on disk."""
+    if out.is_dir():
+        raise VaelabError(f"--out {out}: is a directory, expected the path of a PNG file to write")
+    inside_run = run_dir.is_dir() and out.resolve().parent == run_dir.resolve()
+    if inside_run and (out.name in RUN_RECORDS or out.suffix.lower() != ".png" or out.name.endswith(".tmp")):
+        raise VaelabError(f"--out {out}: would overwrite a file of the run {run_dir}; write the picture elsewhere")
+    if (out.exists() or out.is_symlink()) and not force:
+        raise VaelabError(f"--out {out}: exists; give --force to replace it, or choose a new file")
+
+
 def _sample(args: argparse.Namespace) -> None:
     import torch
 
@@ -167,8 +212,9 @@ def _sample(args: argparse.Namespace) -> None:
     from vaelab.rundir import load
     from vaelab.views.images import image_grid, save_image
 
-    if args.n < 1:
-        raise VaelabError(f"-n: must be >= 1, got {args.n}")
+    if not 1 <= args.n <= MAX_SAMPLES:
+        raise VaelabError(f"-n: must be in 1..{MAX_SAMPLES}, got {args.n}")
+    check_image_out(args.out, args.run, args.force)
     parse_prior(args.prior)
     device = resolve_device(args.device)
     run = load(args.run, device=device)
@@ -189,7 +235,8 @@ def _add_reconstruct_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, metavar="RUN", help="run directory")
     p.add_argument("-n", type=int, default=32, help="number of images (default: 32)")
     p.add_argument("--split", choices=("train", "val", "test"), default="test", help="data split (default: test)")
-    p.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    p.add_argument("--out", type=Path, required=True, help="PNG file to write (a new file unless --force)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists (never a run's config, weights or records)")
     _add_device_flag(p)
     p.set_defaults(handler=_reconstruct)
 
@@ -201,6 +248,7 @@ def _reconstruct(args: argparse.Namespace) -> None:
 
     if args.n < 1:
         raise VaelabError(f"-n: must be >= 1, got {args.n}")
+    check_image_out(args.out, args.run, args.force)
     device = resolve_device(args.device)
     run = load(args.run, device=device)
     split = getattr(load_data(run.config), args.split)
@@ -233,7 +281,7 @@ def _add_em_parser(commands: argparse._SubParsersAction) -> None:
                    "784-pixel images, and is singular on always-black pixels without its small ridge)")
     p.add_argument("--max-iter", type=int, default=100, help="at most this many EM iterations (default: 100)")
     p.add_argument("--tol", type=float, default=1e-3, help="stop when the mean log-likelihood changes by less, in nats (default: 0.001)")
-    p.add_argument("--seed", type=int, default=0, help="seeds --limit's subsample and the initialisation (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seeds --limit's subsample and the initialisation (default: 0)")
     p.add_argument("--limit", type=int, metavar="N", help="fit on N random training examples, for speed (default: all)")
     p.add_argument("--out", type=Path, required=True, help="new output directory")
     p.set_defaults(handler=_em)
@@ -265,7 +313,7 @@ def _add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("test", "val", "train"), default="test", help="data split (default: test)")
     p.add_argument("--iw-samples", type=int, default=5000, metavar="K", help="importance samples per example (default: 5000)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N examples of the split, in stored order")
-    p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the importance samples (default: 0)")
     _add_device_and_report_flags(p)
     p.set_defaults(handler=_evaluate)
 
@@ -280,7 +328,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.limit is not None and args.limit < 1:
         raise VaelabError(f"--limit: must be >= 1, got {args.limit}")
     result = evaluate_run(args.run, split=args.split, iw_samples=args.iw_samples, limit=args.limit,
-                          seed=args.seed, device=args.device, progress=not args.no_progress and not args.json)
+                          seed=args.seed, device=args.device, progress=_progress(args) and not args.json)
     if args.json:
         print(json.dumps(result))
         return
@@ -305,7 +353,7 @@ def _add_quality_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, metavar="RUN", help="run directory")
     p.add_argument("-n", type=int, default=10000, help="number of generated images (default: 10000)")
     p.add_argument("--prior", default="model", help="where z comes from: model (its trained p(z)) or gmm:K fitted to its codes (default: model)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the latents and the reference images (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the latents and the reference images (default: 0)")
     _add_device_and_report_flags(p)
     p.set_defaults(handler=_quality)
 
@@ -320,7 +368,7 @@ def _quality(args: argparse.Namespace) -> None:
     if args.n < 2:
         raise VaelabError(f"-n: must be at least 2 (a covariance needs two samples), got {args.n}")
     run = load(args.run, device=resolve_device(args.device))
-    result = quality(run, n=args.n, prior=args.prior, seed=args.seed, progress=not args.no_progress and not args.json)
+    result = quality(run, n=args.n, prior=args.prior, seed=args.seed, progress=_progress(args) and not args.json)
     path = save_quality(args.run, result)
     if args.json:
         print(json.dumps(result))
@@ -441,7 +489,7 @@ def _add_impute_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, metavar="RUN", help="run directory")
     p.add_argument("--split", choices=("train", "val", "test"), default="test", help="data split (default: test)")
     p.add_argument("--hide-frac", type=float, default=1.0, help="val/test: fraction of covariates to hide and impute (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="seeds which val/test covariates are hidden (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seeds which val/test covariates are hidden (default: 0)")
     p.add_argument("--out", type=Path, help="also write an .npz with index, imputed, truth and was_missing")
     _add_device_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
@@ -504,6 +552,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except VaelabError as exc:
         print(f"vaelab: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # the file system refused (--out /proc/x, a full disk): its own words, one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"vaelab: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("vaelab: interrupted", file=sys.stderr)

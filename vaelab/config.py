@@ -10,8 +10,12 @@ and the CLI can address any of them by name.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,13 @@ CLASSIFIERS = ("shared", "separate")
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 MAX_STOCHASTIC_LAYERS = 16
+MAX_INT = 2**63 - 1  # every integer setting fits a signed 64-bit integer (torch's seeds, tensor sizes)
+# The largest model vaelab builds: 4 GiB of float32 parameters (1.07e9 of them). Adam's two moments
+# and the gradients make training need four times as much; anything larger is a typo (--hidden 1000000000),
+# refused from the config before a single tensor is allocated.
+MAX_PARAMETER_BYTES = 4 * 1024**3
+MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few hundred bytes; 1 MiB is generous
+MAX_JSON_DEPTH = 32  # config.json nests 2 levels deep; deeper input is refused before json.loads recurses
 
 
 def registry_names(kind: str) -> tuple[str, ...]:
@@ -64,13 +75,116 @@ def _require(condition: bool, setting: str, problem: str) -> None:
 
 
 def _positive_ints(values: Any, setting: str, allow_empty: bool) -> tuple[int, ...]:
-    try:
-        result = tuple(int(v) for v in values)
-    except (TypeError, ValueError):
-        raise ConfigError(setting, f"expected a list of positive integers, got {values!r}") from None
-    _require(all(v >= 1 for v in result), setting, f"every size must be >= 1, got {list(result)}")
+    """A list (JSON) or tuple of integers >= 1; strings, floats and booleans are refused, not converted."""
+    if not isinstance(values, (list, tuple)) or not all(_is_int(v) for v in values):
+        raise ConfigError(setting, f"expected a list of positive integers, got {values!r}")
+    result = tuple(values)
+    _require(all(1 <= v <= MAX_INT for v in result), setting, f"every size must be in 1..{MAX_INT}, got {list(result)}")
     _require(allow_empty or len(result) > 0, setting, "needs at least one size")
     return result
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not to a config
+
+
+def _check_types(config: Any) -> None:
+    """Every field of a config dataclass against its annotation, before any range check.
+
+    JSON and Python callers can hand over anything: ``"epochs": true``, ``"lr": "0.001"``,
+    ``"compile": "yes"``. Nothing is converted: ints must be ints (bool is not one) within 64 bits,
+    floats finite numbers (ints allowed), strings strings, booleans booleans; tuples are checked by
+    the range checks that follow. A mismatch is a :class:`ConfigError` naming the setting.
+    """
+    for f in fields(config):
+        value = getattr(config, f.name)
+        kinds = _field_kinds(type(config))[f.name]
+        if value is None and type(None) in kinds:
+            continue
+        if int in kinds and _is_int(value):
+            _require(-MAX_INT - 1 <= value <= MAX_INT, f.name, f"must fit in 64 bits, got {value}")
+        elif float in kinds and (_is_int(value) or isinstance(value, float)):
+            _require(math.isfinite(value), f.name, f"must be a finite number, got {value!r}")
+            setattr(config, f.name, float(value))
+        elif str in kinds and isinstance(value, str):
+            pass
+        elif bool in kinds and isinstance(value, bool):
+            pass
+        elif tuple in kinds and isinstance(value, (list, tuple)):
+            pass
+        else:
+            expected = " or ".join(_KIND_NAMES[k] for k in kinds)
+            raise ConfigError(f.name, f"expected {expected}, got {value!r}")
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               tuple: "a list", type(None): "null"}
+
+
+@functools.lru_cache(maxsize=None)
+def _field_kinds(cls: type) -> dict[str, tuple[type, ...]]:
+    """field name -> the plain types its annotation allows (``int | None`` -> (int, NoneType))."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+        kinds[name] = tuple(typing.get_origin(o) or o for o in options)
+    return kinds
+
+
+def parameter_count(model: ModelConfig) -> int:
+    """An estimate of the model's number of parameters, computed from the config alone.
+
+    Dense layers ``a -> b`` cost ``(a + 1) b``: the encoder's chain input -> hidden -> 2 latent_dim
+    (mean and scale), the decoder's latent_dim -> hidden reversed -> the likelihood's outputs, and for
+    hierarchies one such latent head per extra layer; conv layers (4x4 kernels) cost ``16 c_in c_out + c_out``
+    each way. Without ``input_shape`` (not known before the data are read) only the layers between
+    hidden and latent sizes count: a lower bound, enough to refuse absurd sizes at once. Within a
+    small factor of the truth, which is all :func:`check_model_size` needs.
+    """
+    hidden = list(model.hidden)
+    latent = model.latent_dim
+
+    def dense(sizes: list[int]) -> int:
+        return sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+
+    if model.input_shape is None:
+        count = dense([*hidden, 2 * latent]) + dense([latent, *reversed(hidden)])
+        return count + (model.stochastic_layers - 1) * dense([latent, *hidden[-1:], 2 * latent])
+    shape = tuple(model.input_shape)
+    outputs_per_value = 3 * model.mixture_components if model.likelihood == "dlogistic-mix" else 2
+    if model.arch in ("conv", "resnet") and len(shape) == 3:
+        channels = list(model.channels)
+        c, h, w = shape
+        for _ in channels:
+            h, w = max(h // 2, 1), max(w // 2, 1)
+        features = channels[-1] * h * w
+        convs = sum(16 * a * b + b for a, b in zip([c, *channels], channels))
+        if model.arch == "resnet":
+            convs += sum(2 * (9 * k * k + k) for k in channels)
+        count = 2 * convs + dense([features, *hidden, 2 * latent]) + dense([latent, *reversed(hidden), features])
+        count += 16 * c * outputs_per_value * channels[0]
+    else:
+        values = math.prod(shape)
+        count = dense([values, *hidden, 2 * latent]) + dense([latent, *reversed(hidden), outputs_per_value * values])
+    return count + (model.stochastic_layers - 1) * dense([latent, *hidden[-1:], 2 * latent])
+
+
+def check_model_size(model: ModelConfig) -> None:
+    """Refuse a model over :data:`MAX_PARAMETER_BYTES` of float32 parameters, naming the setting to shrink."""
+    need = 4 * parameter_count(model)
+    if need <= MAX_PARAMETER_BYTES:
+        return
+    sizes = {"hidden": max(model.hidden, default=0), "latent_dim": model.latent_dim * model.stochastic_layers}
+    if model.arch in ("conv", "resnet"):
+        sizes["channels"] = max(model.channels)
+    if model.input_shape is not None:
+        sizes["input_shape"] = math.prod(model.input_shape)
+    culprit = max(sizes, key=sizes.get)
+    raise ConfigError(
+        culprit,
+        f"the model would need {need / 1e9:.3g} GB of float32 parameters (hidden {list(model.hidden)}, "
+        f"latent_dim {model.latent_dim}), more than vaelab's limit of {MAX_PARAMETER_BYTES / 1e9:.3g} GB; choose smaller sizes",
+    )
 
 
 @dataclass
@@ -86,6 +200,7 @@ class DataConfig:
     missing_frac: float | None = None  # hide this fraction of the training covariates (labels or columns)
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _require(bool(self.dataset), "dataset", "must name a dataset or a path")
         _require(
             self.labelled is None or (isinstance(self.labelled, int) and self.labelled >= 1),
@@ -133,6 +248,7 @@ class ModelConfig:
     stochastic_layers: int = 1  # latent layers of latent_dim each; > 1 is a top-down hierarchical VAE
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _one_of(self.arch, "arch")
         self.hidden = _positive_ints(self.hidden, "hidden", allow_empty=True)
         self.channels = _positive_ints(self.channels, "channels", allow_empty=False)
@@ -166,12 +282,15 @@ class ModelConfig:
             "vamp mixes the encoder's q(z|u) at pseudo-inputs u, which has no condition: use it with --condition none",
         )
         _require(self.classifier in CLASSIFIERS, "classifier", f"expected one of {', '.join(CLASSIFIERS)}, got {self.classifier!r}")
-        if self.class_names is not None:
-            self.class_names = tuple(str(name) for name in self.class_names)
-        if self.covariate_names is not None:
-            self.covariate_names = tuple(str(name) for name in self.covariate_names)
+        for setting in ("class_names", "covariate_names"):
+            names = getattr(self, setting)
+            if names is not None:
+                _require(all(isinstance(name, (str, int)) and not isinstance(name, bool) for name in names),
+                         setting, f"expected a list of names, got {names!r}")
+                setattr(self, setting, tuple(str(name) for name in names))
         if self.input_shape is not None:
             self.input_shape = _positive_ints(self.input_shape, "input_shape", allow_empty=False)
+            _require(len(self.input_shape) <= 3, "input_shape", f"expected [D] or [C, H, W], got {list(self.input_shape)}")
             from vaelab.models.networks import ARCHITECTURES
 
             _require(
@@ -179,6 +298,7 @@ class ModelConfig:
                 "arch",
                 f"{self.arch} needs images [C, H, W], but the data have shape {list(self.input_shape)}; use --arch mlp",
             )
+        check_model_size(self)
 
 
 @dataclass
@@ -204,6 +324,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the networks (opt-in: compiling takes time up front)
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _require(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
         _require(
             isinstance(self.batch_size, int) and self.batch_size >= 1,
@@ -281,7 +402,10 @@ class RunConfig:
                 raise VaelabError(f"{source}: unknown setting(s) {sorted(extra)} in section {name!r}")
             if name == "model" and values.get("infer_missing") and "classifier" not in values:
                 values = {**values, "classifier": "separate"}  # runs from before the setting had their own q(y|x)
-            parts[name] = section(**values)
+            try:
+                parts[name] = section(**values)
+            except ConfigError as exc:
+                raise VaelabError(f"{source}: {name}.{exc.setting}: {exc.problem}") from None
         return cls(**parts)
 
     def with_overrides(self, **overrides: Any) -> RunConfig:
@@ -296,14 +420,55 @@ class RunConfig:
         return RunConfig(**{name: SECTIONS[name](**values) for name, values in sections.items()})
 
 
+def json_depth(text: str) -> int:
+    """How deeply ``[`` and ``{`` nest in JSON ``text`` (brackets inside strings do not count).
+
+    Python's ``json`` module recurses once per level and raises ``RecursionError`` at ~1000 levels;
+    measuring the depth first, in a loop, lets a reader refuse deep input with a plain message.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def read_json_file(path: Path, expected: str, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
+    """The JSON value in ``path``, read with bounded effort: a regular file (not a FIFO or
+    ``/dev/zero``) of at most ``max_bytes``, nested at most :data:`MAX_JSON_DEPTH` deep.
+    Any problem is a one-line :class:`VaelabError` naming the file and ``expected``."""
+    from vaelab.data.idx import read_file_hashed
+
+    if not path.exists() and not path.is_symlink():
+        raise VaelabError(f"{path}: no such {expected}")
+    data, _ = read_file_hashed(path, expected, max_bytes)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise VaelabError(f"{path}: not a readable {expected} (not UTF-8: {exc.reason})") from None
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise VaelabError(f"{path}: not a readable {expected} (JSON nested more than {MAX_JSON_DEPTH} levels deep)")
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise VaelabError(f"{path}: not a readable {expected} ({exc})") from None
+
+
 def read_config(path: str | os.PathLike) -> RunConfig:
     """Read a ``config.json`` (a run's, or one written by hand for ``--config``)."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise VaelabError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VaelabError(f"{path}: not a readable JSON config ({exc})") from None
+    raw = read_json_file(path, "JSON config")
     return RunConfig.from_dict(raw, source=str(path))
-

@@ -29,7 +29,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
-from vaelab.config import CONFIG_FORMAT, ModelConfig, RunConfig, read_config
+from vaelab.config import CONFIG_FORMAT, MAX_PARAMETER_BYTES, ModelConfig, RunConfig, read_config
+from vaelab.data.idx import read_file_hashed
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from vaelab.models.vae import VAE
@@ -43,6 +44,13 @@ DATA = "data.json"
 SAMPLES = "samples.png"
 RECONSTRUCTIONS = "reconstructions.png"
 LOSS_CURVE = "loss_curve.png"
+
+# Reads are bounded by what a valid file can hold, so /dev/zero or a FIFO in a run directory is an
+# error, not a hang: a training state holds the weights three times (model, best model, two Adam
+# moments make four) plus metadata; metrics.jsonl is a few hundred bytes per epoch.
+MAX_SAFETENSORS_BYTES = 4 * MAX_PARAMETER_BYTES + (64 << 20)
+MAX_METRICS_BYTES = 256 << 20
+MAX_JSON_BYTES = 64 << 20  # summary.json, evaluation-*.json and the like
 
 
 @dataclass
@@ -72,17 +80,29 @@ class TrainingState:
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file, with a one-line error naming it if unreadable."""
+    """Tensors and metadata of a safetensors file, with a one-line error naming it if unreadable.
+
+    Only a regular file of at most :data:`MAX_SAFETENSORS_BYTES` is read (a symlink to /dev/zero or a
+    FIFO in its place is refused at once)."""
+    if not path.exists() and not path.is_symlink():
+        raise VaelabError(f"{path}: missing (the run directory is incomplete)")
+    data, _ = read_file_hashed(path, "a safetensors file", MAX_SAFETENSORS_BYTES)
     try:
-        data = path.read_bytes()
         tensors = load_safetensors_bytes(data)
         header_len = int.from_bytes(data[:8], "little")
         metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
-    except FileNotFoundError:
-        raise VaelabError(f"{path}: missing (the run directory is incomplete)") from None
-    except (OSError, SafetensorError, ValueError, json.JSONDecodeError) as exc:
-        raise VaelabError(f"{path}: not a readable safetensors file ({exc})") from None
+        if not isinstance(metadata, dict):
+            raise ValueError("__metadata__ is not an object")
+    except (SafetensorError, ValueError, AttributeError, RecursionError, json.JSONDecodeError) as exc:
+        raise VaelabError(f"{path}: not a readable safetensors file ({' '.join(str(exc).split())})") from None
     return tensors, metadata
+
+
+def read_json(path: Path, expected: str = "JSON file", max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """A JSON file of the run directory, read with bounded effort (see :func:`vaelab.config.read_json_file`)."""
+    from vaelab.config import read_json_file
+
+    return read_json_file(path, expected, max_bytes)
 
 
 def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -206,18 +226,39 @@ def load_training_state(run_dir: Path) -> TrainingState:
     for ok, problem in problems:
         if not ok:
             raise VaelabError(f"{path}: damaged training state ({problem}); the run cannot be resumed")
+    for prefix, weights in (("model", state.model), ("best", state.best_model or {})):
+        for name, tensor in weights.items():
+            if not tensor.is_floating_point():
+                problem = f"tensor {prefix}.{name} is {str(tensor.dtype).removeprefix('torch.')}, expected floating point"
+            elif not bool(torch.isfinite(tensor).all()):
+                problem = f"tensor {prefix}.{name} holds NaN or infinite values"
+            else:
+                continue
+            raise VaelabError(f"{path}: damaged training state ({problem}); the run cannot be resumed")
     return state
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl`` (none if the file is absent), each a JSON object with an ``epoch``."""
     path = run_dir / METRICS
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return []
     fmt = run_format(run_dir)
+    data, _ = read_file_hashed(path, "a metrics file (JSON lines)", MAX_METRICS_BYTES)
+    records = []
     try:
-        return [upgrade_record(json.loads(line), fmt) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError) as exc:
-        raise VaelabError(f"{path}: not readable JSON lines ({exc})") from None
+        for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            if line.lstrip()[:1] != "{" or line.count("[") + line.count("{") > 64:
+                raise ValueError(f"line {number} is not a flat JSON object")
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int) or isinstance(record.get("epoch"), bool):
+                raise ValueError(f"line {number} is not an object with an integer epoch")
+            records.append(upgrade_record(record, fmt))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise VaelabError(f"{path}: not readable JSON lines ({' '.join(str(exc).split())})") from None
+    return records
 
 
 def check_run_dir(run_dir: str | os.PathLike) -> Path:
@@ -269,8 +310,8 @@ def upgrade_record(record: dict[str, Any], fmt: int) -> dict[str, Any]:
 def run_format(run_dir: Path) -> int:
     """The format number in a run's ``config.json`` (release 0.1 wrote 1)."""
     try:
-        raw = json.loads((run_dir / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raw = read_json(run_dir / CONFIG, "JSON config")
+    except VaelabError:
         return CONFIG_FORMAT  # read_config reports the problem
     fmt = raw.get("format", 1) if isinstance(raw, dict) else CONFIG_FORMAT
     return fmt if isinstance(fmt, int) and 1 <= fmt <= CONFIG_FORMAT else CONFIG_FORMAT
@@ -312,12 +353,37 @@ def build_model(config: RunConfig, weights: dict[str, torch.Tensor], source: Pat
     (an error names ``source``)."""
     model = VAE(config.model)
     weights = upgrade_weights(weights, config.model, fmt)
+    check_weights(weights, model.state_dict(), source)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0:2]
         raise VaelabError(f"{source}: weights do not match {CONFIG} ({' '.join(first)})") from None
     return model.to(device)
+
+
+def check_weights(weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: Path) -> None:
+    """The tensors of ``source`` are exactly those the config's model has: the same names, shapes
+    and dtypes (``load_state_dict`` would silently convert float64 to float32), and finite values.
+    The first difference is a one-line error naming the file and the tensor."""
+    missing = [name for name in expected if name not in weights]
+    extra = [name for name in weights if name not in expected]
+    if missing:
+        raise VaelabError(f"{source}: tensor {missing[0]!r} is missing ({len(missing)} in all); "
+                          f"the weights do not match {CONFIG}")
+    if extra:
+        raise VaelabError(f"{source}: unexpected tensor {extra[0]!r} ({len(extra)} in all); "
+                          f"the weights do not match {CONFIG}")
+    for name, tensor in weights.items():
+        want = expected[name]
+        if tuple(tensor.shape) != tuple(want.shape):
+            raise VaelabError(f"{source}: tensor {name!r} has shape {list(tensor.shape)}, but {CONFIG} "
+                              f"needs {list(want.shape)} (was the config edited?)")
+        if tensor.dtype != want.dtype:
+            raise VaelabError(f"{source}: tensor {name!r} is {str(tensor.dtype).removeprefix('torch.')}, "
+                              f"expected {str(want.dtype).removeprefix('torch.')}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise VaelabError(f"{source}: tensor {name!r} holds NaN or infinite values; the weights are damaged")
 
 
 def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
