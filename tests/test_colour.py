@@ -24,7 +24,7 @@ from vaelab.views.images import image_grid
 
 
 def _config(**settings) -> ModelConfig:
-    base = {"input_shape": (3, 8, 8), "hidden": (16,), "channels": (8, 16), "latent_dim": 3}
+    base = {"likelihood": "bernoulli", "input_shape": (3, 8, 8), "hidden": (16,), "channels": (8, 16), "latent_dim": 3}
     return ModelConfig(**{**base, **settings})
 
 

@@ -28,7 +28,7 @@ CLASSES = tuple(str(k) for k in range(4))
 
 def _label_model(infer: bool = True) -> VAE:
     torch.manual_seed(0)
-    return VAE(ModelConfig(hidden=(16,), latent_dim=3, condition="label", class_names=CLASSES,
+    return VAE(ModelConfig(likelihood="bernoulli", hidden=(16,), latent_dim=3, condition="label", class_names=CLASSES,
                            infer_missing=infer, input_shape=(1, 4, 4)))
 
 
@@ -40,7 +40,7 @@ def _binary(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
 
 def _plain_model() -> VAE:
     torch.manual_seed(1)
-    return VAE(ModelConfig(hidden=(16,), latent_dim=3, input_shape=(1, 4, 4)))
+    return VAE(ModelConfig(likelihood="bernoulli", hidden=(16,), latent_dim=3, input_shape=(1, 4, 4)))
 
 
 def test_beta_one_is_the_elbo_and_beta_scales_only_the_kl():
@@ -217,7 +217,7 @@ def test_conditional_samples_are_classified_as_their_label(tmp_path_factory, dig
 
 def _covariate_model() -> VAE:
     torch.manual_seed(2)
-    model = VAE(ModelConfig(hidden=(16,), latent_dim=3, condition="covariates", covariate_names=("a", "b"),
+    model = VAE(ModelConfig(likelihood="bernoulli", hidden=(16,), latent_dim=3, condition="covariates", covariate_names=("a", "b"),
                             infer_missing=True, input_shape=(1, 4, 4)))
     model.covariate_mean.copy_(torch.tensor([1.0, -2.0]))
     model.covariate_std.copy_(torch.tensor([2.0, 0.5]))

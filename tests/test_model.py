@@ -33,18 +33,18 @@ def test_distribution_shapes(arch, likelihood):
 @given(st.integers(4, 40), st.integers(4, 40), st.sampled_from([1, 3]))
 @settings(max_examples=20, deadline=None)
 def test_conv_decoder_returns_exactly_the_input_size(height, width, channels):
-    model = VAE(ModelConfig(arch="conv", channels=(4, 8), hidden=(), latent_dim=2, input_shape=(channels, height, width)))
+    model = VAE(ModelConfig(likelihood="bernoulli", arch="conv", channels=(4, 8), hidden=(), latent_dim=2, input_shape=(channels, height, width)))
     x = torch.rand(2, channels, height, width)
     assert model.decode(model.encode(x).mean).mean.shape == x.shape
 
 
 def test_conv_refuses_too_many_layers_for_tiny_images():
     with pytest.raises(ConfigError, match="channels"):
-        VAE(ModelConfig(arch="conv", channels=(4, 4, 4, 4), input_shape=(1, 8, 8)))
+        VAE(ModelConfig(likelihood="bernoulli", arch="conv", channels=(4, 4, 4, 4), input_shape=(1, 8, 8)))
 
 
 def test_decode_accepts_leading_sample_dimensions():
-    model = VAE(ModelConfig(hidden=(16,), latent_dim=3, input_shape=(1, 8, 8)))
+    model = VAE(ModelConfig(likelihood="bernoulli", hidden=(16,), latent_dim=3, input_shape=(1, 8, 8)))
     z = torch.randn(5, 4, 3)  # [K, B, D]
     p_x = model.decode(z)
     assert p_x.batch_shape == (5, 4)
@@ -53,7 +53,7 @@ def test_decode_accepts_leading_sample_dimensions():
 
 def test_classic_architecture_has_the_published_size():
     """784-400-20 encoder and 20-400-784 decoder: the pytorch/examples model's parameter count."""
-    model = VAE(ModelConfig(arch="mlp", hidden=(400,), latent_dim=20, input_shape=(1, 28, 28)))
+    model = VAE(ModelConfig(likelihood="bernoulli", arch="mlp", hidden=(400,), latent_dim=20, input_shape=(1, 28, 28)))
     expected = (784 * 400 + 400) + (400 * 40 + 40) + (20 * 400 + 400) + (400 * 784 + 784)
     assert sum(p.numel() for p in model.parameters()) == expected
 

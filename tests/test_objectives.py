@@ -117,7 +117,7 @@ def test_training_the_elbo_closes_the_gap_to_the_evidence():
 
 
 def test_elbo_terms_add_up():
-    model = VAE(ModelConfig(hidden=(16,), latent_dim=3, input_shape=(1, 8, 8)))
+    model = VAE(ModelConfig(likelihood="bernoulli", hidden=(16,), latent_dim=3, input_shape=(1, 8, 8)))
     x = torch.rand(10, 1, 8, 8)
     terms = elbo(model, x, torch.Generator().manual_seed(0))
     assert terms.negative_elbo.shape == terms.rec.shape == terms.kl.shape == (10,)

@@ -170,7 +170,7 @@ def test_compile_keeps_the_weights_and_their_names():
     from vaelab.models.vae import VAE
     from vaelab.training.run import _apply_speed_options
 
-    model = VAE(ModelConfig(hidden=(8,), latent_dim=2, input_shape=(1, 4, 4)))
+    model = VAE(ModelConfig(likelihood="bernoulli", hidden=(8,), latent_dim=2, input_shape=(1, 4, 4)))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     _apply_speed_options(model, TrainConfig(compile=True), torch.device("cpu"))
     after = model.state_dict()

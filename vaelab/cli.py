@@ -96,7 +96,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--hidden", type=int, nargs="+", metavar="WIDTH", help=f"hidden layer widths (default: {' '.join(map(str, m.hidden))})")
     model.add_argument("--channels", type=int, nargs="+", metavar="C", help=f"conv channels per stride-2 layer (default: {' '.join(map(str, m.channels))})")
     model.add_argument("--latent-dim", type=int, help=f"dimensions of z (default: {m.latent_dim})")
-    model.add_argument("--likelihood", choices=registry_names("likelihood"), help=f"p(x|z) (default: {m.likelihood})")
+    model.add_argument("--likelihood", choices=("auto", *registry_names("likelihood")),
+                       help="p(x|z); auto chooses from the data: bernoulli for binary data, dlogistic-mix for 8-bit images (default: auto)")
+    model.add_argument("--mixture-components", type=int, metavar="M", help=f"dlogistic-mix: logistics per pixel (default: {m.mixture_components})")
     model.add_argument("--gaussian-scale", type=float, help="fixed sigma of the gaussian likelihood (default: learned)")
     model.add_argument("--prior", metavar="SPEC", help=f"p(z): standard, mog:K (learned mixture) or vamp:K (VampPrior, K pseudo-inputs) (default: {m.prior})")
     model.add_argument("--stochastic-layers", type=int, metavar="L", help=f"latent layers, each of --latent-dim; L > 1 is a top-down hierarchical VAE (default: {m.stochastic_layers})")
@@ -137,7 +139,7 @@ SETTINGS = (
     "likelihood", "gaussian_scale", "epochs", "batch_size", "lr", "grad_clip", "early_stopping",
     "seed", "device", "labelled", "missing_frac", "condition", "objective", "beta", "warmup_epochs",
     "free_bits", "iwae_samples", "alpha", "precision", "compile", "classifier", "prior", "stochastic_layers",
-    "lr_schedule", "lr_min",
+    "lr_schedule", "lr_min", "mixture_components",
 )
 
 

@@ -235,7 +235,7 @@ class ModelConfig:
     hidden: tuple[int, ...] = (400,)  # hidden widths (mlp; empty = linear), or dense layers after the convs
     channels: tuple[int, ...] = (32, 64)  # conv only: output channels of each stride-2 convolution
     latent_dim: int = 20  # dimensions of z
-    likelihood: str = "bernoulli"  # bernoulli (logits) | gaussian | cbernoulli (continuous Bernoulli)
+    likelihood: str = "auto"  # auto (chosen from the training data) or a name in models/likelihoods.py's LIKELIHOODS
     gaussian_scale: float | None = None  # gaussian only: fixed sigma; None learns one shared sigma
     mixture_components: int = 10  # dlogistic-mix only: logistics M per pixel (PixelCNN++ uses 10)
     condition: str = "none"  # none | label (one-hot class, CVAE / M2) | covariates (continuous columns)
@@ -253,7 +253,8 @@ class ModelConfig:
         self.hidden = _positive_ints(self.hidden, "hidden", allow_empty=True)
         self.channels = _positive_ints(self.channels, "channels", allow_empty=False)
         _require(isinstance(self.latent_dim, int) and self.latent_dim >= 1, "latent_dim", f"must be >= 1, got {self.latent_dim}")
-        _one_of(self.likelihood, "likelihood")
+        if self.likelihood != "auto":
+            _one_of(self.likelihood, "likelihood")
         _require(
             self.gaussian_scale is None or self.gaussian_scale > 0,
             "gaussian_scale",

@@ -34,7 +34,8 @@ def load_data(config: RunConfig) -> Dataset:
     and with the training covariates hidden as ``--labelled`` / ``--missing-frac`` ask."""
     data = config.data
     dataset = load_dataset(data.dataset, data_dir=data.data_dir, val_size=data.val_size, seed=data.data_seed)
-    if data.binarize != "none" or LIKELIHOODS[config.model.likelihood].unit_interval:
+    likelihood = config.model.likelihood
+    if data.binarize != "none" or (likelihood != "auto" and LIKELIHOODS[likelihood].unit_interval):
         lo, hi = float(dataset.train.x.min()), float(dataset.train.x.max())
         if lo < 0 or hi > 1:
             setting = "binarize" if data.binarize != "none" else "likelihood"

@@ -194,7 +194,7 @@ class Likelihood(nn.Module):
         p = data_mean.clamp(1e-3, 1 - 1e-3)
         return torch.log(p) - torch.log1p(-p)
 
-    def describe(self, binarize: str) -> str | None:
+    def describe(self, binarize: str, binary_data: bool = False) -> str | None:
         """A warning when this likelihood is not a normalised density of the data as prepared."""
         return None
 
@@ -207,8 +207,8 @@ class Bernoulli(Likelihood):
     def forward(self, params: torch.Tensor, event_ndims: int) -> Distribution:
         return BernoulliLikelihood(params, event_ndims)
 
-    def describe(self, binarize: str) -> str | None:
-        if binarize == "none":
+    def describe(self, binarize: str, binary_data: bool = False) -> str | None:
+        if binarize == "none" and not binary_data:
             return ("bernoulli likelihood on grey intensities: its log_prob is minus the binary cross-entropy, "
                     "not a normalised likelihood (use --binarize dynamic, or --likelihood cbernoulli)")
         return None
@@ -281,7 +281,7 @@ class DLogistic(Likelihood):
     def output_bias(self, data_mean: torch.Tensor) -> torch.Tensor:
         return torch.cat((data_mean, torch.full_like(data_mean, _START_LOG_SCALE)), dim=0)
 
-    def describe(self, binarize: str) -> str | None:
+    def describe(self, binarize: str, binary_data: bool = False) -> str | None:
         return _binarised_warning(binarize)
 
 
@@ -317,7 +317,7 @@ class DLogisticMixture(Likelihood):
             blocks.append(data_mean.new_zeros(3 * m, *rest))
         return torch.cat(blocks, dim=0)
 
-    def describe(self, binarize: str) -> str | None:
+    def describe(self, binarize: str, binary_data: bool = False) -> str | None:
         return _binarised_warning(binarize)
 
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Categorical, Distribution
 
-from vaelab.config import ModelConfig
+from vaelab.config import ConfigError, ModelConfig
 from vaelab.models.conditions import condition_for
 from vaelab.models.latents import MIN_SCALE, Chain, diagonal_normal, sample
 from vaelab.models.likelihoods import build_likelihood, parameter_shape
@@ -63,6 +63,9 @@ class VAE(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         assert config.input_shape is not None, "set config.input_shape (done by vaelab.train from the data)"
+        if config.likelihood == "auto":
+            raise ConfigError("likelihood", "auto is chosen from the training data by vaelab.train; name a likelihood "
+                                            "(e.g. bernoulli) to build a model directly")
         self.config = config
         self.condition = condition_for(config)
         self.condition_dim = self.condition.dim(config)

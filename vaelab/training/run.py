@@ -38,6 +38,7 @@ from vaelab.data.pipeline import load_data
 from vaelab.errors import VaelabError
 from vaelab.evaluation.evidence import elbo_averages
 from vaelab.models.conditions import condition_for, covariate_statistics
+from vaelab.models.likelihoods import choose_likelihood
 from vaelab.models.vae import VAE
 from vaelab.training import distributed
 from vaelab.training.callbacks import Callback
@@ -236,13 +237,18 @@ def _train(
     device = processes.device
     dataset = load_data(config)
     condition = condition_for(config.model)
+    if config.model.likelihood == "auto":
+        name, reason = choose_likelihood(dataset.train.x, config.data.binarize)
+        log.info("likelihood: %s, because %s", name, reason)
+        config = replace(config, model=replace(config.model, likelihood=name))
     config = replace(config, model=replace(config.model, input_shape=dataset.shape, **condition.model_settings(dataset)))
     _check_objective(config, processes.world_size)
     if dataset.train.x.shape[0] == 0:
         raise VaelabError(f"{config.data.dataset}: the training split is empty")
 
     model = _build_model(config, device)
-    warning = model.likelihood.describe(config.data.binarize)
+    x = dataset.train.x
+    warning = model.likelihood.describe(config.data.binarize, binary_data=bool(((x == 0) | (x == 1)).all()))
     if warning:
         log.warning(warning)
     optimizer = make_optimizer(model, config.train.lr)
