@@ -171,6 +171,13 @@ def test_traversal_rows_are_the_most_active_dimensions(trained_run, test_split):
     assert f"KL {stats.kl_per_dim[expected[0]]:.2f}" in labels[0]
 
 
+def test_traversal_labels_every_column_with_its_value(trained_run, test_split):
+    stats = latent_summary(trained_run.model, test_split.x)
+    figure = plots.traversal_figure(trained_run.model, stats.means[0], stats, rows=2, steps=9)
+    (ax,) = figure.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["-3", "-2.25", "-1.5", "-0.75", "0", "0.75", "1.5", "2.25", "3"]
+
+
 # --- KL ----------------------------------------------------------------------------------------
 
 
@@ -205,6 +212,32 @@ def test_write_run_plots_all_skips_manifold_on_4d(trained_run, tmp_path):
             image.load()
             assert image.format == "PNG" and min(image.size) > 100
     assert plots.write_run_plots(run, device="cpu", missing_only=True) == []
+
+
+def test_write_run_plots_all_says_nothing_about_kinds_not_asked_for(trained_run, tmp_path, caplog):
+    import logging
+    import shutil
+
+    run = shutil.copytree(trained_run.path, tmp_path / "run")
+    with caplog.at_level(logging.INFO):
+        plots.write_run_plots(run, ["all"], device="cpu", limit=50)
+    assert "manifold" not in caplog.text  # a 4-D latent has none; only --kind manifold says why
+
+
+def test_latent_maps_by_other_projections_sit_beside_the_pca_map(trained_run, tmp_path):
+    import shutil
+
+    from vaelab.views.report import render_report
+
+    run = shutil.copytree(trained_run.path, tmp_path / "run")
+    (pca,) = plots.write_run_plots(run, ["latent"], device="cpu", limit=60)
+    before = pca.read_bytes()
+    (tsne,) = plots.write_run_plots(run, ["latent"], device="cpu", limit=60, method="tsne")
+    assert (pca.name, tsne.name) == ("latent.png", "latent-tsne.png")
+    assert pca.read_bytes() == before
+    assert plots.write_run_plots(run, ["latent"], device="cpu", method="tsne", missing_only=True) == []
+    page = render_report(run)
+    assert 'alt="latent"' in page and 'alt="latent-tsne"' in page and "projected to 2-D by t-SNE" in page
 
 
 def test_write_run_plots_2d_has_manifold(run_2d):

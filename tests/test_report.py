@@ -62,7 +62,7 @@ def test_report_escapes_file_contents_and_shows_evaluations(run_copy):
 
 def test_report_errors_name_the_file(run_copy, tmp_path):
     (run_copy / "evaluation-test.json").write_text("{not json")
-    with pytest.raises(VaelabError, match="evaluation-test.json: not readable JSON"):
+    with pytest.raises(VaelabError, match="evaluation-test.json: not a readable JSON file"):
         render_report(run_copy)
     with pytest.raises(VaelabError, match="no such run directory"):
         write_report(tmp_path / "missing")
@@ -84,3 +84,23 @@ def test_cli_report_no_plots_and_bad_run(run_copy, tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no such run directory" in err
+
+
+def test_results_of_an_earlier_epoch_are_marked_stale(run_copy):
+    last = rundir.read_metrics(run_copy)[-1]["epoch"]
+    (run_copy / "evaluation-test-K10.json").write_text(json.dumps({"nll": 30.0, "epochs_trained": last - 1}))
+    (run_copy / "evaluation-val-K10.json").write_text(json.dumps({"nll": 31.0, "epochs_trained": last}))
+    page = render_report(run_copy)
+    stale = re.findall(r"<h3>([^<]*) <span class=\"stale\">stale: computed after epoch (\d+)", page)
+    assert stale == [("evaluation-test-K10.json", str(last - 1))]
+
+
+def test_results_without_an_epoch_are_stale_when_older_than_the_weights(run_copy):
+    import os
+
+    path = run_copy / "quality-model.json"
+    path.write_text(json.dumps({"classifier_frechet_distance": 1.0}))
+    assert 'class="stale"' not in render_report(run_copy)
+    weights_time = (run_copy / rundir.MODEL).stat().st_mtime
+    os.utime(path, (weights_time - 60, weights_time - 60))
+    assert "quality-model.json <span class=\"stale\">stale: computed before the current weights" in render_report(run_copy)

@@ -1,7 +1,8 @@
 """Pictures of what a trained VAE learned: its latent space, its decoder and its KL, per dimension.
 
 Kinds (:data:`KINDS`), each a compute function that returns a ``matplotlib.figure.Figure`` and writes
-nothing; :func:`write_run_plots` loads a run and writes ``RUN/plots/<kind>.png`` atomically.
+nothing; :func:`write_run_plots` loads a run and writes ``RUN/plots/<kind>.png`` atomically
+(``latent-tsne.png``, ``latent-umap.png`` for the other projections).
 
 - ``curves``: the three ELBO terms per epoch (:func:`vaelab.views.images.loss_curve_figure`);
 - ``latent``: posterior means E_q[z|x] of the test set, coloured by label; drawn directly for a 2-D
@@ -373,7 +374,7 @@ def traversal_figure(
     figure = _figure(1.8 + 0.75 * steps, 1.3 + 0.75 * len(order))
     ax = figure.subplots()
     xs, ys = _show_grid(ax, images, len(order), steps)
-    _sparse_ticks(ax, "x", xs, values.tolist())
+    ax.set_xticks(xs, [f"{value:g}" for value in values.tolist()])  # every column: its z_d value
     active = stats.active
     ax.set_yticks(ys, [
         f"z{d + 1}  KL {stats.kl_per_dim[d]:.2f}" + ("" if active[d] else " (inactive)") for d in order.tolist()
@@ -454,8 +455,11 @@ def kl_figure(stats: LatentSummary, order: str = "index") -> Figure:
 # --- a run's plots on disk -----------------------------------------------------------------------
 
 
-def plot_path(run_dir: str | os.PathLike, kind: str) -> Path:
-    return Path(run_dir) / PLOTS_DIR / f"{kind}.png"
+def plot_path(run_dir: str | os.PathLike, kind: str, method: str = "pca") -> Path:
+    """``RUN/plots/<kind>.png``; a latent map projected by another method than PCA is
+    ``latent-<method>.png``, so a t-SNE map sits beside the PCA one instead of replacing it."""
+    name = f"{kind}-{method}" if kind == "latent" and method != "pca" else kind
+    return Path(run_dir) / PLOTS_DIR / f"{name}.png"
 
 
 def _requested_kinds(kinds: Sequence[str]) -> tuple[list[str], bool]:
@@ -513,12 +517,12 @@ def write_run_plots(
         reason = _unavailable(kind, run, data.x)
         if reason is None:
             todo.append(kind)
-        elif everything:
-            log.info("plots: no %s plot (%s)", kind, reason)
+        elif everything:  # not asked for by name: a normal run need not hear about it
+            log.debug("plots: no %s plot (%s)", kind, reason)
         else:
             raise VaelabError(f"--kind {kind}: {reason}")
     if missing_only:
-        todo = [kind for kind in todo if not plot_path(run_dir, kind).is_file()]
+        todo = [kind for kind in todo if not plot_path(run_dir, kind, method).is_file()]
     c = run.model.condition.of(data)
     run.model.condition.fixed(run.model, label, None if c is None else c[0])  # a bad --label fails before any drawing
 
@@ -542,7 +546,7 @@ def write_run_plots(
     }
     written = []
     for kind in todo:
-        path = plot_path(run_dir, kind)
+        path = plot_path(run_dir, kind, method)
         save_figure(figures[kind](), path)
         written.append(path)
     return written

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from vaelab import rundir
-from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_text
 from vaelab.views.plots import KINDS, PLOTS_DIR
 
 REPORT = "report.html"
+MAX_PICTURE_BYTES = 64 << 20  # a PNG embedded in the report; vaelab's largest are a few MB
 MAX_LIST_ITEMS = 12  # longer lists in a JSON value (kl_per_dim of a 200-D latent) are cut short
 
 # (file, section title, what it shows, pixel art?) of the pictures that training writes; pixel art
@@ -41,6 +41,7 @@ PLOT_CAPTIONS = {
     "traversal": "One latent dimension at a time swept over [-3, 3], most active dimensions first.",
     "kl": "KL per latent dimension and the active-unit statistic (Burda et al. 2016).",
 }
+PROJECTIONS = {"tsne": "t-SNE", "umap": "UMAP"}  # latent-<method>.png: the latent map by another projection
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "train_rec", "val_rec", "train_kl", "val_kl", "seconds")
 
 CSS = """
@@ -70,6 +71,8 @@ figure { margin: 0 0 22px; background: #fff; border: 1px solid var(--line); bord
 figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
 figure img.pixels { image-rendering: pixelated; }
 figcaption { color: var(--muted); font-size: 13.5px; margin-top: 8px; }
+.stale { display: inline-block; margin-left: 8px; padding: 1px 8px; border-radius: 10px; background: #fff3cd;
+  color: #7a5300; font-size: 12px; text-transform: none; letter-spacing: 0; }
 footer { color: var(--muted); font-size: 12.5px; margin-top: 40px; }
 code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 13px; }
 """
@@ -117,17 +120,17 @@ def metrics_table(metrics: Sequence[Mapping[str, Any]]) -> str:
 
 def embedded_png(path: Path, caption: str, alt: str, pixels: bool = False) -> str:
     """A figure with the PNG at ``path`` inlined as a data URI (``pixels``: scaled without smoothing)."""
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    from vaelab.data.idx import read_file_hashed
+
+    raw, _ = read_file_hashed(path, "a PNG picture", MAX_PICTURE_BYTES)
+    data = base64.b64encode(raw).decode("ascii")
     css_class = ' class="pixels"' if pixels else ""
     return (f'<figure><img{css_class} src="data:image/png;base64,{data}" alt="{_e(alt)}">'
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise VaelabError(f"{path}: not readable JSON ({exc})") from None
+    return rundir.read_json(path, "JSON file")
 
 
 def _cards(items: Iterable[tuple[str, str]]) -> str:
@@ -161,25 +164,57 @@ def _header(run_dir: Path, config: Mapping[str, Any], summary: Mapping[str, Any]
             f"{_cards(cards)}</header>")
 
 
-def _results_section(run_dir: Path, pattern: str, title: str) -> str:
+def staleness(path: Path, result: Any, last_epoch: int | None) -> str | None:
+    """Why the result in ``path`` no longer describes the run's model, or None if it still does.
+
+    Evaluations record ``epochs_trained``; a result computed after an earlier epoch than the run's
+    last (the run was resumed since) is stale. A result without that record (quality results, files of
+    earlier releases) is stale if it is older than the weights in ``model.safetensors``.
+    """
+    epochs = result.get("epochs_trained") if isinstance(result, dict) else None
+    if isinstance(epochs, int) and not isinstance(epochs, bool):
+        if last_epoch is not None and epochs < last_epoch:
+            return f"stale: computed after epoch {epochs}, the run has since trained to epoch {last_epoch}"
+        return None
+    weights = path.parent / rundir.MODEL
+    if weights.is_file() and path.stat().st_mtime < weights.stat().st_mtime:
+        return "stale: computed before the current weights were saved"
+    return None
+
+
+def _results_section(run_dir: Path, pattern: str, title: str, last_epoch: int | None) -> str:
     files = sorted(run_dir.glob(pattern))
     if not files:
         return ""
     parts = [f"<h2>{_e(title)}</h2>"]
     for path in files:
         result = _read_json(path)
-        parts.append(f"<h3>{_e(path.name)}</h3>")
+        stale = staleness(path, result, last_epoch)
+        mark = f' <span class="stale">{_e(stale)}</span>' if stale else ""
+        parts.append(f"<h3>{_e(path.name)}{mark}</h3>")
         parts.append(key_value_table(result) if isinstance(result, dict) else f"<p>{_format(result)}</p>")
     return "".join(parts)
 
 
 def _plots_section(run_dir: Path) -> str:
     folder = run_dir / PLOTS_DIR
-    files = sorted(folder.glob("*.png"), key=lambda p: (KINDS.index(p.stem) if p.stem in KINDS else len(KINDS), p.name))
+
+    def kind(path: Path) -> str:  # latent-tsne.png is a latent map
+        return path.stem.partition("-")[0]
+
+    files = sorted(folder.glob("*.png"), key=lambda p: (KINDS.index(kind(p)) if kind(p) in KINDS else len(KINDS), p.name))
     if not files:
         return ""
-    figures = "".join(embedded_png(path, PLOT_CAPTIONS.get(path.stem, path.name), path.stem) for path in files)
+    figures = "".join(embedded_png(path, _plot_caption(path), path.stem) for path in files)
     return f"<h2>Plots</h2>{figures}"
+
+
+def _plot_caption(path: Path) -> str:
+    kind, _, method = path.stem.partition("-")
+    caption = PLOT_CAPTIONS.get(kind, path.name)
+    if kind == "latent" and method:
+        caption = f"{caption[:-1]}, projected to 2-D by {PROJECTIONS.get(method, method)}."
+    return caption
 
 
 def render_report(run_dir: str | os.PathLike) -> str:
@@ -192,8 +227,9 @@ def render_report(run_dir: str | os.PathLike) -> str:
     body = [_header(path, config, summary)]
     if summary:
         body.append(f"<h2>Test-set summary</h2>{key_value_table(summary)}")
-    body.append(_results_section(path, "evaluation-*.json", "Evaluation"))
-    body.append(_results_section(path, "quality-*.json", "Sample quality"))
+    last_epoch = max((m["epoch"] for m in metrics), default=None)
+    body.append(_results_section(path, "evaluation-*.json", "Evaluation", last_epoch))
+    body.append(_results_section(path, "quality-*.json", "Sample quality", last_epoch))
     for file, title, caption, pixels in RUN_PICTURES:
         if (path / file).is_file():
             body.append(f"<h2>{_e(title)}</h2>{embedded_png(path / file, caption, title, pixels)}")
