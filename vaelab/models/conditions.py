@@ -97,10 +97,17 @@ class Condition:
 
     def batch_sums(self, model: VAE, x: torch.Tensor, c: torch.Tensor | None, eps: torch.Tensor,
                    objective: Objective, weight: float, classify_only: torch.Tensor | None) -> BatchSums:
-        """Batch totals of what one step minimises: the objective on the estimator's terms."""
+        """Batch totals of what one step minimises: the objective on the estimator's terms, or, when
+        the model infers missing values of c, this condition's bound with them (``bounds/missing.py``)."""
+        if model.config.infer_missing:
+            return self.bound_with_missing(model, x, c, eps, objective, weight, classify_only)
         from vaelab.bounds.objectives import objective_sums
 
         return objective_sums(model, x, c, eps, objective)
+
+    def bound_with_missing(self, model: VAE, x: torch.Tensor, c: torch.Tensor, eps: torch.Tensor,
+                           objective: Objective, weight: float, classify_only: torch.Tensor | None) -> BatchSums:
+        raise AssertionError("an unconditional model infers no condition")
 
     def sample_conditions(self, model: VAE, n: int, *, label: int | str | None = None, grid: bool = False,
                           covariates: dict[str, float] | None = None,
@@ -172,10 +179,8 @@ class LabelCondition(Condition):
     def training_weight(self, config: RunConfig, c: torch.Tensor | None) -> float:
         return _supervised_weight(self, config, c)
 
-    def batch_sums(self, model: VAE, x: torch.Tensor, c: torch.Tensor | None, eps: torch.Tensor,
-                   objective: Objective, weight: float, classify_only: torch.Tensor | None) -> BatchSums:
-        if not model.config.infer_missing:
-            return super().batch_sums(model, x, c, eps, objective, weight, classify_only)
+    def bound_with_missing(self, model: VAE, x: torch.Tensor, c: torch.Tensor, eps: torch.Tensor,
+                           objective: Objective, weight: float, classify_only: torch.Tensor | None) -> BatchSums:
         from vaelab.bounds.missing import label_sums
 
         return label_sums(model, x, c, eps, objective, weight, classify_only)
@@ -263,10 +268,8 @@ class CovariateCondition(Condition):
     def training_weight(self, config: RunConfig, c: torch.Tensor | None) -> float:
         return _supervised_weight(self, config, c)
 
-    def batch_sums(self, model: VAE, x: torch.Tensor, c: torch.Tensor | None, eps: torch.Tensor,
-                   objective: Objective, weight: float, classify_only: torch.Tensor | None) -> BatchSums:
-        if not model.config.infer_missing:
-            return super().batch_sums(model, x, c, eps, objective, weight, classify_only)
+    def bound_with_missing(self, model: VAE, x: torch.Tensor, c: torch.Tensor, eps: torch.Tensor,
+                           objective: Objective, weight: float, classify_only: torch.Tensor | None) -> BatchSums:
         from vaelab.bounds.missing import covariate_sums
 
         return covariate_sums(model, x, c, eps, objective, weight)
