@@ -3,7 +3,9 @@ write one run directory, and resume; plus the row sharding the equivalence rests
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,7 +18,8 @@ from safetensors.torch import load_file
 import vaelab
 from tests.conftest import tiny_settings
 from vaelab import rundir
-from vaelab.training.distributed import Processes
+from vaelab.evaluation.evidence import evaluate_run
+from vaelab.training.distributed import Processes, cpu_threads_per_process
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 # Dynamic binarisation: the shared per-batch draw must be sliced the same way as the rows.
@@ -30,9 +33,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(*args: str) -> subprocess.CompletedProcess:
+def _torchrun(*args: str, command_name: str = "train") -> subprocess.CompletedProcess:
     command = [str(TORCHRUN), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
-               str(_free_port()), "-m", "vaelab", "train", *args]
+               str(_free_port()), "-m", "vaelab", command_name, *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -66,3 +69,28 @@ def test_two_processes_train_the_single_process_weights_and_resume(tmp_path):
         torch.testing.assert_close(two[name], single[name], rtol=0, atol=1e-5)
     # The run directory loads like any other.
     assert vaelab.load(tmp_path / "two").config == one.config
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside this python")
+def test_two_processes_evaluate_what_one_process_evaluates(trained_run, tmp_path):
+    """The 360 test digits (two batches of up to 256, one per rank) split over 2 ranks give the
+    single-process figures up to float rounding, and rank 0 alone reports and writes the file."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.path, run)
+    args = [str(run), "--iw-samples", "50", "--json", "--no-progress"]
+    result = _torchrun(*args, command_name="evaluate")
+    two = json.loads(result.stdout)
+    one = evaluate_run(run, iw_samples=50)
+    assert result.stdout.count("{") == 1  # one report
+    for key in ("nll", "negative_elbo", "kl", "reconstruction"):
+        assert two[key] == pytest.approx(one[key], abs=1e-4), key
+    assert two["n"] == one["n"] == 360
+
+
+def test_each_process_of_a_machine_gets_its_share_of_the_cores(monkeypatch):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.delenv("VAELAB_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert cpu_threads_per_process() == 4
+    monkeypatch.setenv("VAELAB_THREADS", "3")
+    assert cpu_threads_per_process() == 3

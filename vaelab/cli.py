@@ -331,6 +331,10 @@ def _evaluate(args: argparse.Namespace) -> None:
         raise VaelabError(f"--limit: must be >= 1, got {args.limit}")
     result = evaluate_run(args.run, split=args.split, iw_samples=args.iw_samples, limit=args.limit,
                           seed=args.seed, device=args.device, progress=_progress(args) and not args.json)
+    from vaelab.training.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun, rank 0 alone reports
+        return
     if args.json:
         print(json.dumps(result))
         return

@@ -36,7 +36,9 @@ from vaelab.evaluation.latents import ACTIVE_UNIT_THRESHOLD, kl_per_dim
 from vaelab.fileio import atomic_write_json
 from vaelab.models.latents import layer_kls, reparameterize
 from vaelab.models.vae import VAE
+from vaelab.training.distributed import Processes, session
 
+BATCH_SEED_STRIDE = 1_000_003  # seed of batch b: seed * stride + b (stride prime, above any batch count)
 DEFAULT_MAX_FLOATS = 2**25  # decoder activations per chunk (~128 MB of float32): the memory bound
 EXAMPLES_PER_BATCH = 256
 
@@ -131,6 +133,7 @@ def evaluate(
     progress: bool = False,
     max_floats: int = DEFAULT_MAX_FLOATS,
     c: torch.Tensor | None = None,
+    processes: Processes = Processes(),
 ) -> dict[str, Any]:
     """Negative ELBO, IW_K negative log-likelihood, bits/dim, KL, active units of ``model`` on ``data``.
 
@@ -139,7 +142,10 @@ def evaluate(
     from the split unless given. Losses are nats per example, lower is better for ``negative_elbo``
     and ``nll``. ``bits_per_dim`` is a code length only when the likelihood is a probability of
     discrete values (``discrete_likelihood``); otherwise it is a density in bits and is labelled so.
-    ``seed`` fixes the importance samples.
+    ``seed`` fixes the importance samples: batch b of 256 examples draws them from a generator seeded
+    by (seed, b), so the figures do not depend on how the batches are shared out. Under torchrun
+    (``processes``) each process evaluates every world_size-th batch and all gather the per-example
+    terms: the result equals one process's up to float rounding.
     """
     x = getattr(data, "x", data)
     if c is None and model.conditional and isinstance(data, Split):
@@ -154,26 +160,28 @@ def evaluate(
     device = model.device
     x = x.to(device)
     dims = math.prod(x.shape[1:])
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator(device=device)
     batch = min(n, EXAMPLES_PER_BATCH)
     sample_chunk = max(1, min(iw_samples, max_floats // (batch * decoder_floats_per_sample(model))))
 
     was_training = model.training
     model.eval()
     started = time.perf_counter()
-    parts: dict[str, list[torch.Tensor]] = {}
-    with tqdm(total=n, unit="ex", disable=not progress, desc=f"IW_{iw_samples}", dynamic_ncols=True) as bar:
-        for begin in range(0, n, batch):
+    mine: list[tuple[int, dict[str, torch.Tensor]]] = []
+    starts = list(range(0, n, batch))[processes.rank :: processes.world_size]
+    show = progress and processes.is_main
+    with tqdm(total=len(starts) * batch, unit="ex", disable=not show, desc=f"IW_{iw_samples}", dynamic_ncols=True) as bar:
+        for begin in starts:
+            generator.manual_seed(seed * BATCH_SEED_STRIDE + begin // batch)
             terms = importance_weighted_terms(
                 model, x[begin : begin + batch], iw_samples, generator, sample_chunk, None if c is None else c[begin : begin + batch]
             )
-            for key, value in terms.items():
-                parts.setdefault(key, []).append(value)
+            mine.append((begin, {key: value.cpu() for key, value in terms.items()}))
             bar.update(min(batch, n - begin))
     model.train(was_training)
     seconds = time.perf_counter() - started
-
-    terms = {key: torch.cat(values) for key, values in parts.items()}
+    parts = sorted(processes.gather_objects(mine), key=lambda part: part[0])
+    terms = {key: torch.cat([part[1][key] for part in parts]) for key in parts[0][1]}
     nll_per_example = -terms["iw"]
     nll = nll_per_example.mean().item()
     reconstruction = -terms["log_px_z"].mean().item()
@@ -218,8 +226,15 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """:func:`evaluate` on a split of a run's own data pipeline; also saved in the run directory as
     :func:`evaluation_path` says. ``limit`` takes the first N examples of the split in their stored order.
+    Started by torchrun, the processes share the batches out and rank 0 writes the file.
     """
-    run = rundir.load(run_dir, device=resolve_device(device))
+    with session(device) as processes:
+        return _evaluate_run(run_dir, split, iw_samples, limit, seed, processes, progress)
+
+
+def _evaluate_run(run_dir: str | os.PathLike, split: str, iw_samples: int, limit: int | None, seed: int,
+                  processes: Processes, progress: bool) -> dict[str, Any]:
+    run = rundir.load(run_dir, device=processes.device)
     dataset = load_data(run.config)
     part = getattr(dataset, split)
     if limit is not None:
@@ -227,12 +242,13 @@ def evaluate_run(
     if part.x.shape[0] == 0:
         raise VaelabError(f"{run_dir}: the {split} split is empty")
     result = {
-        **evaluate(run.model, part, iw_samples, seed=seed, progress=progress),
+        **evaluate(run.model, part, iw_samples, seed=seed, progress=progress, processes=processes),
         "split": split,
         "dataset": run.config.data.dataset,
         "binarize": run.config.data.binarize,
         "seed": seed,
         "epochs_trained": run.metrics[-1]["epoch"] if run.metrics else None,
     }
-    atomic_write_json(evaluation_path(run_dir, split, iw_samples, limit), result)
+    if processes.is_main:
+        atomic_write_json(evaluation_path(run_dir, split, iw_samples, limit), result)
     return result

@@ -47,6 +47,14 @@ class Processes:
         share = -(-batch // self.world_size)
         return slice(self.rank * share, (self.rank + 1) * share)
 
+    def gather_objects(self, items: list[T]) -> list[T]:
+        """Every process's ``items``, concatenated in rank order (``items`` itself for one process)."""
+        if self.world_size == 1:
+            return items
+        gathered: list[list[T] | None] = [None] * self.world_size
+        dist.all_gather_object(gathered, items)
+        return [item for part in gathered for item in (part or [])]
+
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` summed over all processes, in place (unchanged for a single process)."""
         if self.world_size > 1:
@@ -88,6 +96,8 @@ def session(device_name: str) -> Iterator[Processes]:
         yield Processes(device=resolve_device(device_name))
         return
     device = _device(device_name, local_rank)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads_per_process())
     owned = not dist.is_initialized()
     if owned:
         if device.type == "cuda":
@@ -99,6 +109,19 @@ def session(device_name: str) -> Iterator[Processes]:
     finally:
         if owned:
             dist.destroy_process_group()
+
+
+def cpu_threads_per_process() -> int:
+    """Intra-op threads for each of the processes torchrun started on this machine: the cores shared
+    out (two busy processes with two threads each on two cores run 10-30x slower); ``VAELAB_THREADS``
+    overrides it."""
+    if "VAELAB_THREADS" in os.environ:
+        try:
+            return max(1, int(os.environ["VAELAB_THREADS"]))
+        except ValueError:
+            raise VaelabError(f"VAELAB_THREADS must be an integer, got {os.environ['VAELAB_THREADS']!r}") from None
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    return max(1, (os.cpu_count() or 1) // max(local, 1))
 
 
 def from_main(processes: Processes, make: Callable[[], T]) -> T:
