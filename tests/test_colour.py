@@ -291,7 +291,7 @@ def _object_colours(model: VAE, data) -> tuple[torch.Tensor, torch.Tensor]:
 
 NOT_YET = pytest.mark.xfail(
     reason="known gap: in this ~30 s budget the latent codes position and shape (KL ~7 nats) but not "
-    "colour; reconstructions come back grey", strict=False)
+    "colour; reconstructions come back grey", strict=True)  # passing would mean the gap closed: then drop the mark
 
 
 @pytest.mark.slow
