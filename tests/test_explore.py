@@ -212,3 +212,13 @@ def test_map_points_are_a_bounded_sample(trained_run):
     small = ExplorerBackend.from_run(trained_run.path, map_points=50)
     assert len(small.info()["map"]["points"]) == 50
     assert math.isfinite(sum(sum(p) for p in small.info()["map"]["points"]))
+
+
+
+def test_backend_refuses_huge_integers_and_non_ascii_digits(backend, label_backend):
+    """Python callers (no HTTP in front) get RequestError, not OverflowError or ValueError."""
+    with pytest.raises(RequestError, match="at most"):
+        backend.decode([10**400] + [0.0] * (backend.model.latent_size - 1))
+    for label in ("²", "9" * 5000):
+        with pytest.raises(RequestError, match="label must be an integer"):
+            label_backend.decode([0.0] * label_backend.model.latent_size, label)

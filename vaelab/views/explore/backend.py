@@ -91,9 +91,14 @@ def png_data_url(images: torch.Tensor) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+MAX_INT_INPUT = 10**15  # integers beyond this in a request are refused before any conversion
+
+
 def _number(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RequestError(f"{name} must be a number, got {type(value).__name__}")
+    if isinstance(value, int) and abs(value) > MAX_INT_INPUT:  # float(10**400) would overflow
+        raise RequestError(f"{name} must be a number of at most {MAX_INT_INPUT:.0e} in size")
     if not math.isfinite(value):
         raise RequestError(f"{name} must be finite, got {value}")
     return float(value)
@@ -190,10 +195,12 @@ class ExplorerBackend:
             return None
         if label is None:
             raise RequestError("label: required by this label-conditional model")
-        if isinstance(label, str) and label.strip().lstrip("-").isdigit():
+        digits = label.strip().lstrip("-") if isinstance(label, str) else ""
+        if digits and len(digits) <= 6 and digits.isascii() and digits.isdigit():  # "²".isdigit() is True
             label = int(label)
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(self.class_names or ()):
-            raise RequestError(f"label must be an integer in [0, {len(self.class_names or ())}), got {label!r}")
+            shown = repr(label) if len(repr(label)) <= 40 else repr(label)[:40] + "..."
+            raise RequestError(f"label must be an integer in [0, {len(self.class_names or ())}), got {shown}")
         return label
 
     def info(self) -> dict[str, Any]:
