@@ -135,3 +135,36 @@ def test_entry_points_run_as_programs(tmp_path):
     script = shutil.which("vaelab", path=str(__import__("pathlib").Path(sys.executable).parent))
     assert script is not None, "the console script 'vaelab' is not installed next to the interpreter"
     assert subprocess.run([script, "--help"], capture_output=True).returncode == 0
+
+
+def test_sample_replaces_an_existing_picture_only_with_force(trained_run, tmp_path, capsys):
+    out = tmp_path / "s.png"
+    out.write_bytes(b"mine")
+    assert main(["sample", str(trained_run.path), "-n", "4", "--out", str(out)]) == 2
+    assert out.read_bytes() == b"mine" and "--force" in capsys.readouterr().err
+    assert main(["sample", str(trained_run.path), "-n", "4", "--out", str(out), "--force"]) == 0
+    Image.open(out).load()
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    from vaelab.cli import _progress, build_parser
+
+    args = build_parser().parse_args(["train"])
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert not _progress(args)  # logs and CI: per-epoch lines only
+    assert _progress(build_parser().parse_args(["train", "--progress"]))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert _progress(args) and not _progress(build_parser().parse_args(["train", "--no-progress"]))
+
+
+def test_examples_binarise_for_the_bernoulli_likelihood_and_use_data_one_can_make():
+    from pathlib import Path
+
+    from vaelab.cli import build_parser
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    beta = [line for line in readme.splitlines() if "--objective beta" in line and "vaelab train" in line]
+    assert beta and all("--binarize dynamic" in line for line in beta)
+    assert "faces.npz" not in readme and "write_shapes_npz('shapes.npz'" in readme
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    assert "--binarize dynamic" in train.epilog

@@ -48,3 +48,45 @@ def test_conv_needs_image_shaped_data():
 
 def test_defaults_are_the_classic_optimiser_settings():
     assert (TrainConfig().batch_size, TrainConfig().lr) == (128, 1e-3)
+
+
+@pytest.mark.parametrize(
+    "section, values",
+    [("model", {"hidden": "44"}), ("model", {"hidden": [16.7]}), ("model", {"hidden": [True]}),
+     ("train", {"epochs": True}), ("train", {"compile": "yes"}), ("train", {"lr": "0.001"}),
+     ("data", {"dataset": 7}), ("data", {"dataset": ["digits"]}), ("train", {"seed": 10**30}),
+     ("train", {"lr": float("nan")}), ("train", {"beta": float("inf"), "objective": "beta"})],
+)
+def test_json_values_are_never_converted(tmp_path, section, values):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({section: values}))
+    setting = next(iter(values))
+    with pytest.raises(VaelabError, match=rf"c\.json: {section}\.{setting}: "):
+        read_config(path)
+
+
+def test_deep_json_is_refused_without_recursing(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"model": {"hidden": ' + "[" * 100_000 + "]" * 100_000 + "}}")
+    with pytest.raises(VaelabError, match="nested more than"):
+        read_config(path)
+
+
+def test_model_size_is_checked_before_anything_is_allocated():
+    import torch
+
+    from vaelab.config import MAX_PARAMETER_BYTES, parameter_count
+    from vaelab.models.vae import VAE
+
+    for settings in ({}, {"arch": "conv", "input_shape": (1, 28, 28)}, {"hidden": (64, 32), "stochastic_layers": 2},
+                     {"likelihood": "gaussian", "input_shape": (10,)}):
+        config = ModelConfig(**{"input_shape": (1, 8, 8), "likelihood": "bernoulli", **settings})
+        true = sum(p.numel() for p in VAE(config).parameters())
+        assert true / 3 <= parameter_count(config) <= 3 * true, settings
+    for setting, value in (("hidden", (1_000_000_000,)), ("latent_dim", 4_000_000_000)):
+        with pytest.raises(ConfigError, match="would need .* GB") as info:
+            ModelConfig(**{setting: value})
+        assert info.value.setting == setting
+    with pytest.raises(ConfigError, match="would need"):
+        ModelConfig(hidden=(20_000_000,), input_shape=(1, 28, 28))
+    assert 4 * parameter_count(ModelConfig(hidden=(4000,), input_shape=(3, 64, 64))) < MAX_PARAMETER_BYTES

@@ -138,8 +138,9 @@ def parameter_count(model: ModelConfig) -> int:
     (mean and scale), the decoder's latent_dim -> hidden reversed -> the likelihood's outputs, and for
     hierarchies one such latent head per extra layer; conv layers (4x4 kernels) cost ``16 c_in c_out + c_out``
     each way. Without ``input_shape`` (not known before the data are read) only the layers between
-    hidden and latent sizes count: a lower bound, enough to refuse absurd sizes at once. Within a
-    small factor of the truth, which is all :func:`check_model_size` needs.
+    hidden and latent sizes count, and the convolutions between channel sizes at 1x1 feature maps: a
+    lower bound, enough to refuse absurd sizes at once. Within a small factor of the truth, which is
+    all :func:`check_model_size` needs.
     """
     hidden = list(model.hidden)
     latent = model.latent_dim
@@ -147,12 +148,16 @@ def parameter_count(model: ModelConfig) -> int:
     def dense(sizes: list[int]) -> int:
         return sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
 
+    convolutional = model.arch in ("conv", "resnet")
     if model.input_shape is None:
         count = dense([*hidden, 2 * latent]) + dense([latent, *reversed(hidden)])
+        if convolutional:  # at least 1x1 feature maps: the last conv's channels feed the dense layers
+            channels = list(model.channels)
+            count += 2 * sum(16 * a * b for a, b in zip(channels, channels[1:])) + 2 * dense([channels[-1], *hidden[:1]])
         return count + (model.stochastic_layers - 1) * dense([latent, *hidden[-1:], 2 * latent])
     shape = tuple(model.input_shape)
     outputs_per_value = 3 * model.mixture_components if model.likelihood == "dlogistic-mix" else 2
-    if model.arch in ("conv", "resnet") and len(shape) == 3:
+    if convolutional and len(shape) == 3:
         channels = list(model.channels)
         c, h, w = shape
         for _ in channels:

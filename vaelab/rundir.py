@@ -211,7 +211,7 @@ def load_training_state(run_dir: Path) -> TrainingState:
             metrics=json.loads(metadata["metrics"]) if "metrics" in metadata else None,
             initial_loss=float(metadata["initial_loss"]) if metadata.get("initial_loss", "None") != "None" else None,
         )
-    except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+    except (KeyError, ValueError, TypeError, RecursionError, json.JSONDecodeError) as exc:
         raise VaelabError(f"{path}: damaged training state ({type(exc).__name__}: {exc}); the run cannot be resumed") from None
     problems = [
         (state.epoch >= 1, f"epoch must be >= 1, got {state.epoch}"),
@@ -228,8 +228,8 @@ def load_training_state(run_dir: Path) -> TrainingState:
             raise VaelabError(f"{path}: damaged training state ({problem}); the run cannot be resumed")
     for prefix, weights in (("model", state.model), ("best", state.best_model or {})):
         for name, tensor in weights.items():
-            if not tensor.is_floating_point():
-                problem = f"tensor {prefix}.{name} is {str(tensor.dtype).removeprefix('torch.')}, expected floating point"
+            if tensor.dtype != torch.float32:  # vaelab keeps float32 weights (bf16 is autocast, not storage)
+                problem = f"tensor {prefix}.{name} is {str(tensor.dtype).removeprefix('torch.')}, expected float32"
             elif not bool(torch.isfinite(tensor).all()):
                 problem = f"tensor {prefix}.{name} holds NaN or infinite values"
             else:
