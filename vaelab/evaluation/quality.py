@@ -359,6 +359,7 @@ def quality(
         "n_reference": len(chosen),
         "n_test": len(dataset.test),
         "classifier_test_accuracy": info["test_accuracy"],
+        "epochs_trained": run.metrics[-1]["epoch"] if run.metrics else None,  # the report marks older results stale
     }
 
 
