@@ -82,7 +82,7 @@ def test_two_processes_evaluate_what_one_process_evaluates(trained_run, tmp_path
     two = json.loads(result.stdout)
     one = evaluate_run(run, iw_samples=50)
     assert result.stdout.count("{") == 1  # one report
-    for key in ("nll", "negative_elbo", "kl", "reconstruction"):
+    for key in ("nll", "negative_elbo", "kl", "rec"):
         assert two[key] == pytest.approx(one[key], abs=1e-4), key
     assert two["n"] == one["n"] == 360
 

@@ -116,7 +116,7 @@ def test_cli_json_agrees_with_an_independent_recomputation(trained_run, capsys):
     k, n = 500, 200
     assert main(["evaluate", str(trained_run.path), "--iw-samples", str(k), "--limit", str(n), "--json"]) == 0
     reported = json.loads(capsys.readouterr().out)
-    assert {"negative_elbo", "nll", "iw_samples", "bits_per_dim", "kl", "reconstruction", "active_units", "n",
+    assert {"negative_elbo", "nll", "iw_samples", "bits_per_dim", "kl", "rec", "active_units", "n",
             "split", "dataset"} <= set(reported)
     assert (reported["n"], reported["iw_samples"], reported["split"], reported["dataset"]) == (n, k, "test", "digits")
     saved = json.loads((trained_run.path / f"evaluation-test-first{n}-K{k}.json").read_text())

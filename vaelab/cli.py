@@ -341,7 +341,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"{result['dataset']} {result['split']} split, {result['n']} examples, K = {result['iw_samples']}:")
     bits = "bits/dim" if result["discrete_likelihood"] else "bits/dim of a density, not a code length"
     print(f"  NLL (IW bound)   {result['nll']:.2f} ± {result['nll_standard_error']:.2f} nats  ({result['bits_per_dim']:.4f} {bits})")
-    print(f"  negative ELBO    {result['negative_elbo']:.2f} nats  = reconstruction {result['reconstruction']:.2f} + KL {result['kl']:.2f}")
+    print(f"  negative ELBO    {result['negative_elbo']:.2f} nats  = reconstruction {result['rec']:.2f} + KL {result['kl']:.2f}")
     if len(result["kl_per_layer"]) > 1:
         print(f"  KL per layer     {', '.join(f'{kl:.2f}' for kl in result['kl_per_layer'])} (bottom first)")
     print(f"  active units     {result['active_units']} of {result['latent_dim']}")

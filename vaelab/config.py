@@ -282,11 +282,7 @@ class ModelConfig:
             "stochastic_layers",
             f"must be in 1..{MAX_STOCHASTIC_LAYERS}, got {self.stochastic_layers}",
         )
-        _require(
-            not self.prior.startswith("vamp") or self.condition == "none",
-            "prior",
-            "vamp mixes the encoder's q(z|u) at pseudo-inputs u, which has no condition: use it with --condition none",
-        )
+
         _require(self.classifier in CLASSIFIERS, "classifier", f"expected one of {', '.join(CLASSIFIERS)}, got {self.classifier!r}")
         for setting in ("class_names", "covariate_names"):
             names = getattr(self, setting)

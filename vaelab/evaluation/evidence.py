@@ -197,7 +197,7 @@ def evaluate(
         "discrete_likelihood": bool(model.likelihood.discrete),
         "kl": kl,
         "kl_per_layer": terms["layer_kl"].mean(0).tolist(),
-        "reconstruction": reconstruction,
+        "rec": reconstruction,
         "active_units": int((mean_variance > ACTIVE_UNIT_THRESHOLD).sum()),
         "latent_dim": model.latent_size,
         "conditioned_on": model.condition.name,

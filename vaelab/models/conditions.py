@@ -87,6 +87,9 @@ class Condition:
     def add_modules(self, model: VAE) -> None:
         """Register what this condition needs on the model (statistics, inference networks)."""
 
+    def initialise(self, model: VAE, train: Split) -> None:
+        """Before training: what the model learns of c from the training split (covariate statistics)."""
+
     def noise_dim(self, model: VAE) -> int:
         """Standard normals per example this condition's bound draws beyond z."""
         return 0
@@ -265,6 +268,12 @@ class CovariateCondition(Condition):
     def noise_dim(self, model: VAE) -> int:
         return model.condition_dim if model.config.infer_missing else 0
 
+    @torch.no_grad()
+    def initialise(self, model: VAE, train: Split) -> None:
+        mean, std = covariate_statistics(train.c)
+        model.covariate_mean.copy_(mean)
+        model.covariate_std.copy_(std)
+
     def training_weight(self, config: RunConfig, c: torch.Tensor | None) -> float:
         return _supervised_weight(self, config, c)
 
@@ -306,6 +315,11 @@ CONDITIONS: dict[str, Condition] = {
 
 def condition_for(config: ModelConfig) -> Condition:
     return CONDITIONS[config.condition]
+
+
+def is_conditional(name: str | None) -> bool:
+    """Whether a condition named in a config conditions the networks (False for unknown names)."""
+    return name in CONDITIONS and CONDITIONS[name].field is not None
 
 
 def _supervised_weight(condition: Condition, config: RunConfig, c: torch.Tensor | None) -> float:

@@ -28,6 +28,8 @@ from vaelab.models.latents import MIN_SCALE, diagonal_normal
 class Prior(nn.Module):
     """Base: ``forward(model)`` -> p(z) with event ``[latent_dim]``."""
 
+    reads_encoder = False  # p(z) is built from the encoder (the VampPrior): unconditional models only
+
     def __init__(self, latent_dim: int, input_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.latent_dim = latent_dim
@@ -70,6 +72,8 @@ class VampPrior(Prior):
     As in Tomczak & Welling's code the pseudo-inputs pass through a hard tanh onto [0, 1]; they start
     at randomly chosen training images (their ``use_training_data_init``) plus a little noise.
     """
+
+    reads_encoder = True
 
     def __init__(self, latent_dim: int, input_shape: tuple[int, ...], components: int = 500) -> None:
         super().__init__(latent_dim, input_shape)

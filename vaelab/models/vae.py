@@ -71,7 +71,7 @@ class VAE(nn.Module):
         self.condition_dim = self.condition.dim(config)
         self.layers = config.stochastic_layers
         latent = config.latent_dim
-        shared_classifier = config.infer_missing and self.condition.name == "label" and config.classifier == "shared"
+        shared_classifier = config.infer_missing and self.condition.is_label and config.classifier == "shared"
         if self.layers == 1:
             self.encoder_net = build_encoder(config, 2 * latent, self.condition_dim, condition_last=shared_classifier)
         else:
@@ -81,6 +81,9 @@ class VAE(nn.Module):
         self.likelihood = likelihood  # registered after the decoder: parameter order as in release 0.1
         self.event_ndims = len(config.input_shape)
         self.prior_module = build_prior(config.prior, latent, tuple(config.input_shape))
+        if self.conditional and self.prior_module.reads_encoder:
+            raise ConfigError("prior", f"{config.prior} mixes the encoder's q(z|u) at pseudo-inputs u, which take no "
+                                       "condition: use it with --condition none")
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # follows .to(): device and dtype
         self._features: tuple[torch.Tensor, torch.Tensor] | None = None
         self.condition.add_modules(self)
@@ -206,7 +209,7 @@ class VAE(nn.Module):
         ``c`` holds n conditions, or one that all samples share (a scalar label or one covariate row).
         """
         z = sample(self.prior_for(c), n, generator)
-        if c is not None and self.conditional and c.dim() < 1 + (self.condition.name == "covariates"):
+        if c is not None and self.conditional and c.dim() < 1 + self.condition.is_continuous:
             c = c.expand(n, *c.shape)
         return self.decode(z, c).mean
 

@@ -37,7 +37,7 @@ from vaelab.data.datasets import Dataset, Split
 from vaelab.data.pipeline import load_data
 from vaelab.errors import VaelabError
 from vaelab.evaluation.evidence import elbo_averages
-from vaelab.models.conditions import condition_for, covariate_statistics
+from vaelab.models.conditions import condition_for
 from vaelab.models.likelihoods import choose_likelihood
 from vaelab.models.vae import VAE
 from vaelab.training import distributed
@@ -273,10 +273,7 @@ def _train(
             rundir.save_metrics(run_dir, metrics)
     else:
         model.initialise(dataset.train.x.to(device))
-        if condition.name == "covariates":
-            mean, std = covariate_statistics(dataset.train.c)
-            model.covariate_mean.copy_(mean)
-            model.covariate_std.copy_(std)
+        condition.initialise(model, dataset.train)
         run_dir = distributed.from_main(processes, lambda: _new_run_dir(out, config))
         start_epoch = 0
         initial_loss = None

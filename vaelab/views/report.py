@@ -20,6 +20,7 @@ from typing import Any
 
 from vaelab import rundir
 from vaelab.fileio import atomic_write_text
+from vaelab.models.conditions import is_conditional
 from vaelab.views.plots import KINDS, PLOTS_DIR
 
 REPORT = "report.html"
@@ -149,11 +150,13 @@ def _header(run_dir: Path, config: Mapping[str, Any], summary: Mapping[str, Any]
         f"{data.get('dataset', '?')} · {arch}{layers} · latent_dim {model.get('latent_dim', '?')} · "
         f"{model.get('likelihood', '?')} likelihood · binarize {data.get('binarize', '?')}"
         + (f" · input {'x'.join(map(str, shape))}" if shape else "")
-        + (f" · conditioned on {model['condition']}" if model.get("condition", "none") != "none" else "")
+        + (f" · prior {model['prior']}" if "prior" in model else "")
+        + (f" · {model['stochastic_layers']} stochastic layers" if model.get("stochastic_layers", 1) > 1 else "")
+        + (f" · conditioned on {model['condition']}" if is_conditional(model.get("condition")) else "")
     )
     cards = []
     if summary:
-        for key, label in (("test_loss", "test −ELBO (nats)"), ("test_rec", "reconstruction"),
+        for key, label in (("test_negative_elbo", "test −ELBO (nats)"), ("test_rec", "reconstruction"),
                            ("test_kl", "KL"), ("epochs", "epochs"), ("best_epoch", "best epoch")):
             if key in summary:
                 value = summary[key]
