@@ -569,3 +569,11 @@ def test_provenance_of_npz_folder_and_digits(tmp_path: Path) -> None:
 
     assert load_dataset("digits").provenance == f"embedded: scikit-learn {sklearn.__version__} load_digits"
     assert tiny_dataset().provenance == ()  # built by hand: the default
+
+
+def test_idx_labels_beyond_the_classes_are_refused_naming_the_file(isolated: Path) -> None:
+    """Labels 200 or 255 are not Fashion-MNIST classes: an error, even for an unconditional run."""
+    directory = isolated / "arg" / "fashion-mnist"
+    write_fake_idx(directory, marker=200)
+    with pytest.raises(VaelabError, match=r"labels-idx1-ubyte.gz: holds label 200, expected class indices 0\.\.9"):
+        load_dataset("fashion-mnist", data_dir=str(isolated / "arg"), val_size=2)

@@ -290,6 +290,11 @@ class IdxSource:
                 f"{files['test_images']}: images are {test_x.array.shape[1:]} but "
                 f"{files['train_images']} holds {train_x.array.shape[1:]}; expected the same size"
             )
+        for labels, role in ((train_y, "train_labels"), (test_y, "test_labels")):
+            top = int(labels.array.max()) if labels.array.size else 0
+            if top >= len(self.classes):
+                raise VaelabError(f"{files[role]}: holds label {top}, expected class indices 0..{len(self.classes) - 1} "
+                                  f"of {self.name}'s {len(self.classes)} classes")
         source = str(files["train_images"].parent)
         val_size = 5000 if val_size is None else val_size
         _check_val_size(source, val_size, len(train_x.array))
