@@ -32,4 +32,5 @@ $python benchmarks/evaluate_speed.py "$run" --iw-samples 5000 --images 100 --loo
 mkdir -p zoo
 rm -rf "zoo/$model"
 mkdir "zoo/$model"
-cp "$run"/{config.json,model.safetensors,metrics.jsonl,summary.json,data.json} "$run"/evaluation-test-K5000.json "zoo/$model/"
+cp "$run"/{config.json,model.safetensors,metrics.jsonl,summary.json} "$run"/evaluation-test-K5000.json "zoo/$model/"
+[ ! -f "$run/data.json" ] || cp "$run/data.json" "zoo/$model/"
