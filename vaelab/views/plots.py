@@ -243,7 +243,7 @@ def manifold_codes(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 def manifold_figure(model: VAE, n: int = 15, label: int = 0, example_c: torch.Tensor | None = None) -> Figure:
     """The decoder's means over the 2-D latent space (Kingma & Welling 2014, Fig. 4).
 
-    A conditional model is drawn at :func:`fixed_condition` (``label``, or ``example_c``).
+    A conditional model is drawn at its condition's ``fixed`` value (``label``, or ``example_c``).
     """
     if model.latent_size != 2:
         raise VaelabError(
@@ -360,7 +360,7 @@ def traversal_figure(
     Each row replaces one coordinate of ``base`` and decodes: the change along a row is what that
     dimension encodes. Rows are labelled with the dimension and its average KL; a dimension the
     encoder ignores (inactive) usually leaves its row unchanged. A conditional model is decoded at
-    :func:`fixed_condition` (``label``, or the base example's covariates ``example_c``).
+    its condition's ``fixed`` value (``label``, or the base example's covariates ``example_c``).
     """
     if steps < 2 or rows < 1:
         raise VaelabError(f"a traversal needs rows >= 1 and steps >= 2, got rows={rows}, steps={steps}")
