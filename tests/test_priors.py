@@ -87,3 +87,9 @@ def test_every_command_and_view_works_with_the_model(tmp_path, settings):
     backend = ExplorerBackend.from_run(out)
     assert backend.info()["latent_dim"] == run.model.latent_size
     assert backend.decode([0.0] * run.model.latent_size)["image"].startswith("data:image/png;base64,")
+
+
+@pytest.mark.parametrize("spec", ["standard:3", "vamp:0", "mog:x", "laplace"])
+def test_bad_prior_specs_are_config_errors(spec):
+    with pytest.raises(vaelab.VaelabError, match="prior"):
+        vaelab.ModelConfig(prior=spec, likelihood="bernoulli")

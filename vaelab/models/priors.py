@@ -29,6 +29,7 @@ class Prior(nn.Module):
     """Base: ``forward(model)`` -> p(z) with event ``[latent_dim]``."""
 
     reads_encoder = False  # p(z) is built from the encoder (the VampPrior): unconditional models only
+    takes_components = False  # the spec may say how many mixture components (``mog:10``)
 
     def __init__(self, latent_dim: int, input_shape: tuple[int, ...]) -> None:
         super().__init__()
@@ -54,6 +55,8 @@ class StandardNormal(Prior):
 class MixtureOfGaussians(Prior):
     """p(z) = sum_k softmax(w)_k N(mu_k, diag softplus(r_k)^2), every parameter learned."""
 
+    takes_components = True
+
     def __init__(self, latent_dim: int, input_shape: tuple[int, ...], components: int = 10) -> None:
         super().__init__(latent_dim, input_shape)
         generator = torch.Generator().manual_seed(components)
@@ -74,6 +77,7 @@ class VampPrior(Prior):
     """
 
     reads_encoder = True
+    takes_components = True
 
     def __init__(self, latent_dim: int, input_shape: tuple[int, ...], components: int = 500) -> None:
         super().__init__(latent_dim, input_shape)
@@ -111,6 +115,8 @@ def parse_prior(spec: str) -> tuple[str, int | None]:
         raise VaelabError(f"prior: expected one of {', '.join(PRIORS)} (e.g. mog:10, vamp:500), got {spec!r}")
     if not sep:
         return name, None
+    if not PRIORS[name].takes_components:
+        raise VaelabError(f"prior: {name} has no components to count, got {spec!r}")
     if not arg.isdigit() or not 1 <= int(arg) <= 100_000:
         raise VaelabError(f"prior: {name}:K needs a number of components K in 1..100000, got {spec!r}")
     return name, int(arg)
