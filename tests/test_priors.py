@@ -7,12 +7,13 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Normal
+from hypothesis import given, settings as hypothesis_settings, strategies as st
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 import vaelab
 from vaelab.cli import main
 from vaelab.evaluation.latents import latent_summary
-from vaelab.models.latents import sample
+from vaelab.models.latents import diagonal_gaussian_mixture, sample
 from vaelab.models.priors import MixtureOfGaussians, VampPrior, parse_prior
 from vaelab.views.explore.backend import ExplorerBackend
 
@@ -35,6 +36,40 @@ def test_mixture_of_gaussians_log_prob_is_the_mixture_written_out():
     z = torch.randn(7, 3)
     scales = torch.nn.functional.softplus(prior.raw_scales) + 1e-5
     torch.testing.assert_close(p.log_prob(z), _manual_mixture_log_prob(prior.logits, prior.means, scales, z))
+
+
+@hypothesis_settings(max_examples=40, deadline=None)
+@given(components=st.integers(1, 30), dim=st.integers(1, 12), seed=st.integers(0, 2**31 - 1),
+       spread=st.sampled_from([0.01, 0.3, 1.0, 3.0]), far=st.sampled_from([1.0, 10.0]))
+def test_the_matrix_product_mixture_log_prob_and_gradients_match_torch_distributions(components, dim, seed, spread, far):
+    """The two-GEMM log p(z) equals MixtureSameFamily's broadcast one (the reference), values and
+    gradients, from narrow to wide components and for z near and far from them."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(components, generator=g, dtype=torch.float64, requires_grad=True)
+    loc = (3 * torch.randn(components, dim, generator=g, dtype=torch.float64)).requires_grad_()
+    scale = (spread * (0.5 + torch.rand(components, dim, generator=g, dtype=torch.float64))).requires_grad_()
+    z = (far * 3 * torch.randn(4, 3, dim, generator=g, dtype=torch.float64)).requires_grad_()
+    reference = MixtureSameFamily(Categorical(logits=logits), Independent(Normal(loc, scale), 1)).log_prob(z)
+    fast = diagonal_gaussian_mixture(logits, loc, scale).log_prob(z)
+    assert fast.shape == reference.shape == (4, 3)
+    torch.testing.assert_close(fast, reference, rtol=1e-9, atol=1e-8)
+    weights = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    for got, want in zip(torch.autograd.grad((fast * weights).sum(), (logits, loc, scale, z)),
+                         torch.autograd.grad((reference * weights).sum(), (logits, loc, scale, z))):
+        torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-7)
+
+
+def test_the_mixture_log_prob_keeps_float32_inputs_float32_and_accurate():
+    """In float32 the expansion's terms are taken in float64: the result is as close to the exact
+    (float64) value as float32 can hold, where the broadcast float32 reference is not better."""
+    g = torch.Generator().manual_seed(0)
+    logits, loc = torch.randn(500, generator=g), 2 * torch.randn(500, 40, generator=g)
+    scale = 0.01 + 0.5 * torch.rand(500, 40, generator=g)
+    z = loc[:100] + scale[:100] * torch.randn(100, 40, generator=g)  # each z near one narrow component
+    fast = diagonal_gaussian_mixture(logits, loc, scale).log_prob(z)
+    exact = MixtureSameFamily(Categorical(logits=logits.double()), Independent(Normal(loc.double(), scale.double()), 1)).log_prob(z.double())
+    assert fast.dtype == torch.float32
+    torch.testing.assert_close(fast.double(), exact, rtol=1e-6, atol=1e-4)
 
 
 def test_vamp_prior_is_the_mean_of_the_encoders_posteriors_at_the_pseudo_inputs(tmp_path):

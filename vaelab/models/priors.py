@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Categorical, Distribution, MixtureSameFamily
+from torch.distributions import Distribution
 
 from vaelab.errors import VaelabError
-from vaelab.models.latents import MIN_SCALE, diagonal_normal
+from vaelab.models.latents import MIN_SCALE, diagonal_gaussian_mixture, diagonal_normal
 
 
 class Prior(nn.Module):
@@ -65,8 +65,7 @@ class MixtureOfGaussians(Prior):
         self.raw_scales = nn.Parameter(torch.full((components, latent_dim), 0.5413))  # softplus -> 1.0
 
     def forward(self, model: nn.Module) -> Distribution:
-        components = diagonal_normal(self.means, F.softplus(self.raw_scales) + MIN_SCALE)
-        return MixtureSameFamily(Categorical(logits=self.logits, validate_args=False), components, validate_args=False)
+        return diagonal_gaussian_mixture(self.logits, self.means, F.softplus(self.raw_scales) + MIN_SCALE)
 
 
 class VampPrior(Prior):
@@ -94,9 +93,8 @@ class VampPrior(Prior):
     def forward(self, model: nn.Module) -> Distribution:
         u = F.hardtanh(self.pseudo_inputs, 0.0, 1.0)
         q = model.top_posterior(u)  # [K] components q(z_top|u_k)
-        k = u.shape[0]
-        uniform = Categorical(logits=torch.zeros(k, device=u.device, dtype=q.mean.dtype), validate_args=False)
-        return MixtureSameFamily(uniform, q, validate_args=False)
+        uniform = torch.zeros(u.shape[0], device=u.device, dtype=q.mean.dtype)
+        return diagonal_gaussian_mixture(uniform, q.base_dist.loc, q.base_dist.scale)
 
 
 PRIORS: dict[str, type[Prior]] = {
