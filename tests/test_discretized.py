@@ -300,6 +300,20 @@ def test_mean_of_a_wide_far_logistic_is_between_the_edges():
     assert abs(d.mean.item() - expectation) < 2e-3 and 0.35 < expectation < 0.5
 
 
+@pytest.mark.parametrize("log_scale", [30.0, 89.0, 110.0])
+def test_means_and_draws_of_a_logistic_too_wide_for_float32_are_finite(log_scale):
+    """An unused mixture component's log scale drifted to 110 in training (e^110 overflows float32):
+    its mean was inf * 0 = NaN and poisoned the reconstruction. Flat over [0, 1], its mean is 1/2."""
+    loc = torch.tensor([0.3, -5.0, 40.0])
+    d = DiscretizedLogistic(loc, torch.full((3,), log_scale), 1)
+    assert torch.allclose(d.mean, torch.full((3,), 0.5), atol=1e-6)
+    assert torch.isfinite(d.sample((50,))).all()
+    log_scales = torch.tensor([-3.0, log_scale])[None, :, None, None, None].expand(1, 2, 3, 1, 1)  # [B, M, C, H, W]
+    mix = DiscretizedLogisticMixture(torch.tensor([4.0, 0.0])[None, :, None, None], torch.zeros(1, 2, 3, 1, 1),
+                                     log_scales, 3, torch.zeros(1, 2, 3, 1, 1))
+    assert torch.isfinite(mix.mean).all() and torch.isfinite(mix.sample((20,))).all()
+
+
 def test_means():
     from vaelab.models.discretized import logistic_mean
 

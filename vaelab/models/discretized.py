@@ -39,6 +39,10 @@ HALF_BIN = 0.5 / (LEVELS - 1)  # 1/510: half the distance between neighbouring l
 # tanh(e^7 / 510) = 97.3% of the mass (a floor of 0.04 bits/dim), which keeps log p(x|z) bounded early
 # in training when the decoder would otherwise chase infinite likelihood on constant pixels.
 LOG_SCALE_MIN = -7.0 - math.log(2.0)
+# Means and draws cap log s at 20: a logistic that wide is flat over [0, 1] to within 1e-9, so the cap
+# changes no mean or draw, while e^s itself overflows float32 beyond log s = 88 (an unused mixture
+# component's scale can drift there, and its mean became inf * 0 = NaN).
+LOG_SCALE_MAX = 20.0
 _LOG_BIN_WIDTH = -math.log(LEVELS - 1)
 _LOG1MEXP_SERIES_BELOW = 1e-4  # d below this: log(1 - e^-d) = log d - d/2 to within d^2/24
 
@@ -112,7 +116,7 @@ def logistic_mean(loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     sees the mass a wide logistic puts in the edge bins: a decoder that codes a saturated pixel as
     "0 or 255" with a centre far outside [0, 1] gets a mean between the two, not 0.
     """
-    log_scale = log_scale.clamp_min(LOG_SCALE_MIN)
+    log_scale = log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
     scale = log_scale.exp()
     d = torch.exp(-log_scale)
     a = loc * d
@@ -165,7 +169,7 @@ class DiscretizedLogistic(_PerExample):
     def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None) -> torch.Tensor:
         """Exact draws on the 256 levels: a continuous logistic draw rounded to its bin."""
         shape = torch.Size(sample_shape) + self.loc.shape
-        scale = self.log_scale.clamp_min(LOG_SCALE_MIN).exp()
+        scale = self.log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX).exp()
         return to_levels(self.loc + scale * _logistic_noise(shape, self.loc, generator))
 
 
@@ -291,7 +295,7 @@ class DiscretizedLogisticMixture(_PerExample):
         def pick(t: torch.Tensor) -> torch.Tensor:  # [..., M, C, *S] -> [..., C, *S], the chosen component
             return t.expand(full).gather(self.component_dim, index).squeeze(self.component_dim)
 
-        scale = pick(self.log_scale).clamp_min(LOG_SCALE_MIN).exp()
+        scale = pick(self.log_scale).clamp(LOG_SCALE_MIN, LOG_SCALE_MAX).exp()
         noisy = pick(self.loc) + scale * _logistic_noise(scale.shape, scale, generator)
         if self.coeffs is None:
             return to_levels(noisy)
