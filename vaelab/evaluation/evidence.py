@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
 from vaelab import rundir
-from vaelab.bounds.estimator import bound_terms, elbo
+from vaelab.bounds.estimator import bound_terms_at, elbo
 from vaelab.data.datasets import Split
 from vaelab.data.pipeline import load_data, resolve_device
 from vaelab.errors import VaelabError
@@ -95,18 +94,19 @@ def importance_weighted_terms(
     is accumulated with a running log-sum-exp. The KL is the closed form where it exists.
     """
     batch = x.shape[0]
-    q = model.encode(x, c)
+    q, p = model.encode(x, c), model.prior_for(c)
     log_sum_w = torch.full((batch,), -math.inf, device=x.device, dtype=model.dtype)
     sum_log_px_z = torch.zeros(batch, device=x.device, dtype=model.dtype)
     sum_layer_kl = torch.zeros(model.layers, batch, device=x.device, dtype=model.dtype)
     for start in range(0, iw_samples, sample_chunk):
         k = min(sample_chunk, iw_samples - start)
         eps = torch.randn(k, batch, model.latent_size, generator=generator, device=x.device, dtype=model.dtype)
-        terms = bound_terms(model, x, c, eps)  # log q - log p at each sample: the importance weights
+        z = reparameterize(q, eps)
+        terms = bound_terms_at(model, x, c, q, p, z)  # log q - log p at each sample: the importance weights
         log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(terms.log_weights, dim=0))
         sum_log_px_z += terms.log_px_z.sum(0)
-        closed = _closed_form_layer_kl(model, q, eps, c)
-        sum_layer_kl += torch.stack([kl.sum(0) for kl in closed])
+        closed = layer_kls(q, p, z, closed_form=True)  # the reported KL: closed form where both are Gaussian
+        sum_layer_kl += torch.stack([(kl.sum(-1) if kl.dim() == 3 else kl).expand(k, batch).sum(0) for kl in closed])
     layer_kl = sum_layer_kl / iw_samples
     return {
         "iw": log_sum_w - math.log(iw_samples),
@@ -115,12 +115,6 @@ def importance_weighted_terms(
         "layer_kl": layer_kl.T,  # [B, L]
         "posterior_mean": q.mean,
     }
-
-
-def _closed_form_layer_kl(model: VAE, q: Distribution, eps: torch.Tensor, c: torch.Tensor | None) -> list[torch.Tensor]:
-    """Each layer's KL ``[K, B]`` at the samples of ``eps``: closed form where both factors are Gaussian."""
-    kls = layer_kls(q, model.prior_for(c), reparameterize(q, eps), closed_form=True)
-    return [kl.sum(-1) if kl.dim() == 3 else kl for kl in kls]
 
 
 @torch.no_grad()
