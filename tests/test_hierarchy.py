@@ -19,7 +19,7 @@ from torch.distributions import MultivariateNormal
 
 from vaelab.bounds.estimator import elbo, iwae_bound, log_mean_exp, log_weights
 from vaelab.config import ModelConfig
-from vaelab.models.latents import MIN_SCALE, Chain, sample
+from vaelab.models.latents import MIN_SCALE, Chain, follow_prior_below, layer_of, sample
 from vaelab.models.vae import VAE
 
 SIGMA = 0.7
@@ -112,3 +112,43 @@ def test_iw_bound_never_exceeds_the_exact_evidence_in_expectation(seed: int, sam
         iw = torch.stack([iwae_bound(model, x, samples, torch.Generator().manual_seed(r)) for r in range(200)]).mean(0)
     assert bool((iw <= marginal.log_prob(x) + 0.1).all())
     assert math.isfinite(float(iw.sum()))
+
+
+def test_a_change_in_the_top_layer_moves_the_layer_below_by_the_priors_conditional_mean() -> None:
+    """follow_prior_below on the linear-Gaussian model, where E p(z_1|z_2) = C z_2 + d exactly."""
+    model, _ = linear_gaussian_hvae(3)
+    with torch.no_grad():
+        linear, head = model.top_down[0].linear, model.prior_heads[0]
+        c_matrix = head.weight[:2] @ linear.weight[:4]
+        prior = model.prior
+        before = torch.randn(4, dtype=torch.float64)  # (z_1, z_2)
+        after = before.repeat(3, 1)
+        after[:, 2] += torch.tensor([-1.0, 0.5, 2.0], dtype=torch.float64)  # z_2's first coordinate
+        moved = follow_prior_below(prior, before, after, layer_of(prior, 2))
+        expected_z1 = before[:2] + (after[:, 2:] - before[2:]) @ c_matrix.T
+        torch.testing.assert_close(moved[:, :2], expected_z1)
+        torch.testing.assert_close(moved[:, 2:], after[:, 2:])  # the changed layer itself is kept
+        assert torch.equal(follow_prior_below(prior, before, before.clone(), 1), before)  # no change, no move
+        assert torch.equal(follow_prior_below(prior, before, after, 0), after)  # the bottom layer: nothing below
+    assert [layer_of(prior, d) for d in range(4)] == [0, 0, 1, 1]
+
+
+def test_a_traversal_of_a_top_layer_dimension_changes_the_picture(monkeypatch) -> None:
+    """The decoder reads z_1 only: before follow_prior_below a top-layer row decoded one image."""
+    from vaelab.evaluation.latents import LatentSummary
+    from vaelab.views import plots
+
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(arch="mlp", hidden=(16,), latent_dim=2, likelihood="bernoulli", stochastic_layers=2,
+                            input_shape=(1, 6, 6)))
+    top = 3  # the second coordinate of z_2
+    variance = torch.zeros(4)
+    variance[top] = 1.0
+    decoded: list[torch.Tensor] = []
+    real = plots.decode_means
+    monkeypatch.setattr(plots, "decode_means", lambda *args: decoded.append(real(*args)) or decoded[-1])
+    figure = plots.traversal_figure(model, torch.zeros(4), LatentSummary(torch.zeros(5, 4), torch.ones(4), variance),
+                                    rows=1, steps=5)
+    (images,) = decoded  # [5, 1, 6, 6]: the row of the top-layer dimension
+    assert (images[1:] - images[0]).abs().amax() > 1e-3
+    assert figure.axes[0].get_yticklabels()[0].get_text().startswith("z4")

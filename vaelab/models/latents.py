@@ -104,6 +104,33 @@ def conditionals(dist: Distribution, z: torch.Tensor) -> list[Distribution]:
     return dist.conditionals(z) if isinstance(dist, Chain) else [dist]
 
 
+def layer_of(dist: Distribution, dim: int) -> int:
+    """The layer (0 = bottom) that coordinate ``dim`` of the latent vector belongs to."""
+    ends = torch.tensor(layer_sizes(dist)).cumsum(0)
+    return int((ends <= dim).sum())
+
+
+def follow_prior_below(prior: Distribution, before: torch.Tensor, after: torch.Tensor, layer: int) -> torch.Tensor:
+    """``after``, a code that differs from ``before: [D]`` only in ``layer`` and above (``[..., D]``),
+    with each layer below moved top-down by as much as the prior's conditional mean E p(z_l|z_{l+1})
+    moves between the two codes.
+
+    The decoder reads z_1 alone, so changing an upper layer of a hierarchical code and decoding shows
+    nothing. Moving the layers below by the prior's shift makes the change reach the image, while
+    whatever ``before`` holds beyond the prior's mean (its own details) is kept: ``after == before``
+    is returned unchanged. A one-layer prior has nothing below.
+    """
+    if not isinstance(prior, Chain) or layer == 0:
+        return after
+    sizes = prior.layer_sizes
+    moved = after.clone()
+    for l in reversed(range(layer)):
+        shift = prior.conditionals(moved)[l].mean - prior.conditionals(before)[l].mean
+        start = sum(sizes[:l])
+        moved[..., start : start + sizes[l]] += shift
+    return moved
+
+
 def reparameterize(q: Distribution, eps: torch.Tensor) -> torch.Tensor:
     """z = mu + sigma * eps (or a chain's top-down version): written out, not ``q.rsample()``, so that
     the caller's noise (from a seeded generator, shared across processes) decides the sample.

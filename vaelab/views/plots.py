@@ -41,6 +41,7 @@ from vaelab import rundir
 from vaelab.data.pipeline import load_data, resolve_device
 from vaelab.errors import VaelabError
 from vaelab.evaluation.latents import ACTIVE_UNIT_THRESHOLD, LatentSummary, latent_summary
+from vaelab.models.latents import follow_prior_below, layer_of
 from vaelab.models.vae import VAE
 from vaelab.views.images import TRAIN_COLOR, image_grid, loss_curve_figure, save_figure
 
@@ -361,15 +362,22 @@ def traversal_figure(
     dimension encodes. Rows are labelled with the dimension and its average KL; a dimension the
     encoder ignores (inactive) usually leaves its row unchanged. A conditional model is decoded at
     its condition's ``fixed`` value (``label``, or the base example's covariates ``example_c``).
+    In a hierarchical model a dimension of an upper layer moves the layers below it by the prior's
+    conditional means (:func:`~vaelab.models.latents.follow_prior_below`), so its row shows its effect.
     """
     if steps < 2 or rows < 1:
         raise VaelabError(f"a traversal needs rows >= 1 and steps >= 2, got rows={rows}, steps={steps}")
     order = torch.argsort(stats.mean_variance, descending=True)[: min(rows, model.latent_size)]
     values = torch.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, steps)
-    codes = base.cpu().float().repeat(len(order), steps, 1)  # [R, T, D]
-    for row, dim in enumerate(order.tolist()):
-        codes[row, :, dim] = values
-    images = decode_means(model, codes.reshape(len(order) * steps, -1), model.condition.fixed(model, label, example_c))
+    condition = model.condition.fixed(model, label, example_c)
+    base = base.to(model.device, model.dtype)
+    prior = model.prior_for(None if condition is None else condition.to(model.device))
+    codes = base.repeat(len(order), steps, 1)  # [R, T, D]
+    with torch.no_grad():
+        for row, dim in enumerate(order.tolist()):
+            codes[row, :, dim] = values.to(codes)
+            codes[row] = follow_prior_below(prior, base, codes[row], layer_of(prior, dim))
+    images = decode_means(model, codes.reshape(len(order) * steps, -1), condition)
     _check_images(images, "traversal")
     figure = _figure(1.8 + 0.75 * steps, 1.3 + 0.75 * len(order))
     ax = figure.subplots()
