@@ -25,41 +25,20 @@ import time
 
 import torch
 
+from products_floor import products_seconds, recorded_products
 import vaelab
 from vaelab.data.pipeline import load_data
 from vaelab.evaluation.evidence import DEFAULT_MAX_FLOATS, EXAMPLES_PER_BATCH, decoder_floats_per_sample
 
-PRODUCTS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose2d)
 
-
-def _best_seconds(fn, repeats: int = 5, rounds: int = 3) -> float:
-    """Seconds per call: the best, over ``rounds``, of the mean of ``repeats`` back-to-back calls."""
-    fn()
-    best = math.inf
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        best = min(best, (time.perf_counter() - started) / repeats)
-    return best
-
-
-@torch.inference_mode()
 def decoder_floor(model: vaelab.VAE, images: int, iw_samples: int) -> float:
     """Seconds of the decoder's products alone for ``images`` x ``iw_samples`` samples, chunked as
     ``vaelab.evaluate`` chunks them."""
     batch = min(images, EXAMPLES_PER_BATCH)
     chunk = max(1, min(iw_samples, DEFAULT_MAX_FLOATS // (batch * decoder_floats_per_sample(model))))
-    inputs: list[tuple[torch.nn.Module, torch.Tensor]] = []
-    hooks = [m.register_forward_hook(lambda m, i, _o: inputs.append((m, torch.randn_like(i[0]))))
-             for m in model.decoder_net.modules() if isinstance(m, PRODUCTS)]
-    try:
-        model.decoder_net(torch.randn(chunk, batch, model.latent_dim, device=model.device, dtype=model.dtype),
-                          None if not model.conditional else torch.zeros(chunk, batch, model.condition_dim))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    per_chunk = sum(_best_seconds(lambda m=m, x=x: m(x)) for m, x in inputs)
+    z = torch.randn(chunk * batch, model.latent_dim, device=model.device, dtype=model.dtype)
+    condition = torch.zeros(chunk * batch, model.condition_dim) if model.conditional else None
+    per_chunk = products_seconds(recorded_products(model.decoder_net, lambda: model.decoder_net(z, condition)))
     return per_chunk * (images / batch) * (iw_samples / chunk)
 
 

@@ -25,20 +25,14 @@ import time
 
 import torch
 
+from products_floor import best_seconds
+
 CLASSIC_LAYERS = ((784, 400), (400, 40), (20, 400), (400, 784))  # encoder then decoder (in, out)
 
 
-def _time(fn, repeats: int = 200, rounds: int = 5) -> float:
-    """Seconds per call: the best, over ``rounds`` rounds, of the mean of ``repeats`` back-to-back calls."""
-    for _ in range(20):
-        fn()
-    best = math.inf
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        best = min(best, (time.perf_counter() - started) / repeats)
-    return best
+def _time(fn) -> float:
+    """Seconds per call of a small product: many calls per round, after a warm-up."""
+    return best_seconds(fn, repeats=200, rounds=5, warmup=20)
 
 
 def gemm_seconds_per_step(batch: int, layers: tuple[tuple[int, int], ...] = CLASSIC_LAYERS) -> dict[str, float]:

@@ -7,7 +7,14 @@ torchvision's ``ToTensor``), a shuffling ``DataLoader``, a log-variance encoder,
 ``F.binary_cross_entropy``. vaelab's is :func:`vaelab.training.epoch.train_epoch` on an in-memory tensor.
 Epochs alternate between the two loops so that drifts in machine load hit both alike; the figure
 per loop is its median epoch. The same run then times the GEMM floor and the least a training loop
-must do (``gemm_floor.py``), and an epoch of the conv model (``--conv-epochs``, 0 to skip).
+must do (``gemm_floor.py``).
+
+The conv part (``--conv-epochs``, 0 to skip) does the same for vaelab's conv model (two stride-2
+convolutions 32-64, dense 400, latent 20, transposed convolutions back) against a tutorial-style loop
+over the same architecture (the DataLoader above, sigmoid outputs and ``F.binary_cross_entropy``),
+epochs alternating, and times the conv model's floor (``products_floor.py``: its convolutions and
+matrix products, forward and backward, back to back). Both models' test losses after the same epochs
+are printed: a faster loop must not be a worse model.
 
     python benchmarks/train_speed.py [--epochs 3] [--conv-epochs 1] [--data-dir DIR]
 """
@@ -28,8 +35,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from gemm_floor import epoch_floor, loop_seconds_per_step
+from products_floor import products_seconds, recorded_products
 from vaelab.config import ModelConfig, TrainConfig
+from vaelab.bounds.estimator import standard_noise
+from vaelab.bounds.objectives import objective_sums
 from vaelab.data.datasets import load_dataset
+from vaelab.evaluation.evidence import elbo_averages
 from vaelab.models.vae import VAE
 from vaelab.training.epoch import TrainingData, objective_schedule, train_epoch
 from vaelab.training.run import make_optimizer
@@ -124,21 +135,83 @@ def main() -> None:
           f"vaelab / (GEMMs + Adam in a loop): {vaelab_s / loop['gemms_adam']:.2f}x; "
           f"tutorial / (GEMMs + Adam in a loop): {tutorial_s / loop['gemms_adam']:.2f}x")
     if args.conv_epochs:
-        conv_epoch(data, args.conv_epochs)
+        conv_comparison(raw, data, dataset.test.x, args.conv_epochs)
 
 
-def conv_epoch(data: TrainingData, epochs: int) -> None:
-    """vaelab's conv model (two stride-2 convs 32-64, dense 400, latent 20) on the same training data."""
+class TutorialConvVAE(nn.Module):
+    """vaelab's conv architecture written the tutorial way: log-variance head, sigmoid outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
+                                     nn.Flatten(), nn.Linear(64 * 7 * 7, 400), nn.ReLU())
+        self.mu, self.logvar = nn.Linear(400, 20), nn.Linear(400, 20)
+        self.decoder = nn.Sequential(nn.Linear(20, 400), nn.ReLU(), nn.Linear(400, 64 * 7 * 7), nn.ReLU(),
+                                     nn.Unflatten(1, (64, 7, 7)), nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
+                                     nn.ConvTranspose2d(32, 1, 4, 2, 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)
+        mu, logvar = self.mu(h), self.logvar(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.decoder(z)), mu, logvar
+
+
+def tutorial_conv_loss(model: TutorialConvVAE, batch: torch.Tensor) -> torch.Tensor:
+    recon, mu, logvar = model(batch)
+    bce = F.binary_cross_entropy(recon, batch, reduction="sum")
+    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+@torch.no_grad()
+def tutorial_conv_test_loss(model: TutorialConvVAE, test: torch.Tensor) -> float:
+    model.eval()
+    torch.manual_seed(1234)
+    total = sum(tutorial_conv_loss(model, test[i : i + 500]).item() for i in range(0, len(test), 500))
+    model.train()
+    return total / len(test)
+
+
+def conv_floor_per_step(model: VAE, batch: torch.Tensor) -> float:
+    """Seconds of the conv model's products, forward and backward, for one training step."""
+    def one_step() -> None:
+        objective_sums(model, batch, None, standard_noise(model, batch.shape[0]), objective_schedule(TrainConfig())(1.0))
+    products = recorded_products(model, one_step)
+    return products_seconds(products, backward=True, reads_data=frozenset({0}))  # the first conv reads x
+
+
+def conv_comparison(raw: torch.Tensor, data: TrainingData, test: torch.Tensor, epochs: int) -> None:
+    """vaelab's conv model against the tutorial-style loop over the same architecture, and its floor."""
+    torch.manual_seed(0)
+    tutorial = TutorialConvVAE()
+    tutorial_opt = torch.optim.Adam(tutorial.parameters(), lr=1e-3)
+    loader = DataLoader(OneImageAtATime(raw), batch_size=128, shuffle=True)
     model = VAE(ModelConfig(arch="conv", channels=(32, 64), hidden=(400,), latent_dim=20, likelihood="bernoulli",
                             input_shape=(1, 28, 28)))
     optimizer = make_optimizer(model, 1e-3)
     generator = torch.Generator().manual_seed(0)
-    seconds = []
+    objective_at = objective_schedule(TrainConfig())
+    times: dict[str, list[float]] = {"tutorial": [], "vaelab": []}
     for epoch in range(epochs):
         started = time.perf_counter()
-        train_epoch(model, optimizer, data, 128, generator, objective_schedule(TrainConfig()), epoch + 1, None, tqdm(disable=True))
-        seconds.append(time.perf_counter() - started)
-    print(f"conv model (vaelab loop): {statistics.median(seconds):.2f} s/epoch (median of {epochs})")
+        for batch in loader:
+            tutorial_opt.zero_grad()
+            tutorial_conv_loss(tutorial, batch).backward()
+            tutorial_opt.step()
+        times["tutorial"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        train_epoch(model, optimizer, data, 128, generator, objective_at, epoch + 1, None, tqdm(disable=True))
+        times["vaelab"].append(time.perf_counter() - started)
+        print(f"conv epoch {epoch + 1}: tutorial {times['tutorial'][-1]:.2f} s, vaelab {times['vaelab'][-1]:.2f} s", flush=True)
+    floor = conv_floor_per_step(model, data.x[:128]) * math.ceil(len(raw) / 128)
+    tutorial_s, vaelab_s = statistics.median(times["tutorial"]), statistics.median(times["vaelab"])
+    ours_test = elbo_averages(model, test, 500, torch.Generator().manual_seed(1234))["negative_elbo"]
+    print(f"conv model, median s/epoch: tutorial loop {tutorial_s:.2f}, vaelab {vaelab_s:.2f}, "
+          f"its products back to back {floor:.2f}")
+    print(f"conv speed-up over the tutorial loop: {tutorial_s / vaelab_s:.2f}x; vaelab / floor: {vaelab_s / floor:.2f}x; "
+          f"tutorial / floor: {tutorial_s / floor:.2f}x")
+    print(f"conv test loss after {epochs} epochs (nats, BCE on intensities + KL): "
+          f"tutorial {tutorial_conv_test_loss(tutorial, test):.2f}, vaelab {ours_test:.2f}")
 
 
 if __name__ == "__main__":
