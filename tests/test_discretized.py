@@ -13,10 +13,13 @@ from hypothesis import strategies as st
 from torch.distributions import AffineTransform, SigmoidTransform, TransformedDistribution, Uniform
 
 from vaelab.models.discretized import (
+    LOG_SCALE_CAP,
     LOG_SCALE_MIN,
     DiscretizedLogistic,
     DiscretizedLogisticMixture,
     bits_per_dim,
+    capped_log_scale,
+    uncapped_log_scale,
 )
 
 F64 = torch.float64
@@ -345,7 +348,7 @@ def test_from_params_layout():
     assert DiscretizedLogisticMixture.param_channels(1, 5, coupled=False) == 15
     params = torch.randn(2, 6, 4, 4)
     d = DiscretizedLogistic.from_params(params, 3)
-    assert torch.equal(d.loc, params[:, :3]) and torch.equal(d.log_scale, params[:, 3:])
+    assert torch.equal(d.loc, params[:, :3]) and torch.equal(d.log_scale, capped_log_scale(params[:, 3:]))
 
     m, c = 2, 3
     params = torch.randn(2, DiscretizedLogisticMixture.param_channels(c, m, coupled=True), 4, 4)
@@ -353,10 +356,21 @@ def test_from_params_layout():
     assert mix.event_shape == (3, 4, 4) and mix.components == m
     assert torch.equal(mix.logit_probs, params[:, :m])
     assert torch.equal(mix.loc[:, 1, 2], params[:, m + 1 * c + 2])  # component 1, channel B
-    assert torch.equal(mix.log_scale[:, 0, 1], params[:, m + m * c + 1])
+    assert torch.equal(mix.log_scale[:, 0, 1], capped_log_scale(params[:, m + m * c + 1]))
     assert torch.equal(mix.coeffs[:, 1, 0], params[:, m + 2 * m * c + 3])
     with pytest.raises(AssertionError):
         DiscretizedLogisticMixture.from_params(torch.randn(2, 7, 4, 4), 3, components=2, coupled=False)
+
+
+def test_the_decoders_log_scale_is_capped_softly_at_zero():
+    """At most s = 1 (wider than the data's range), the identity well below it, and the inverse
+    used for the starting output maps back."""
+    raw = torch.tensor([-30.0, -8.0, -2.0, 0.0, 5.0, 110.0])
+    log_scale = capped_log_scale(raw)
+    assert (log_scale <= LOG_SCALE_CAP).all() and log_scale[-1] > LOG_SCALE_CAP - 1e-6
+    torch.testing.assert_close(log_scale[:2], raw[:2], atol=4e-4, rtol=0)
+    assert (log_scale.diff() >= 0).all() and log_scale[-2] > log_scale[-3]  # still a monotone map of the decoder's output
+    assert abs(capped_log_scale(torch.tensor(uncapped_log_scale(-2.0))).item() + 2.0) < 1e-6
 
 
 def test_bits_per_dim():

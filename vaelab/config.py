@@ -22,7 +22,7 @@ from typing import Any
 
 from vaelab.errors import VaelabError
 
-CONFIG_FORMAT = 2  # bump when a run directory changes; rundir.py upgrades older ones (2: release 0.2)
+CONFIG_FORMAT = 3  # bump when a run directory changes; rundir.py upgrades older ones (2: release 0.2; 3: see rundir)
 
 BINARIZATIONS = ("none", "static", "dynamic")
 CLASSIFIERS = ("shared", "separate")
@@ -243,6 +243,7 @@ class ModelConfig:
     likelihood: str = "auto"  # auto (chosen from the training data) or a name in models/likelihoods.py's LIKELIHOODS
     gaussian_scale: float | None = None  # gaussian only: fixed sigma; None learns one shared sigma
     mixture_components: int = 10  # dlogistic-mix only: logistics M per pixel (PixelCNN++ uses 10)
+    log_scale_cap: float | None = 0.0  # dlogistic(-mix): soft upper bound on log s (discretized.py); None: none, as before format 3
     condition: str = "none"  # none | label (one-hot class, CVAE / M2) | covariates (continuous columns)
     input_shape: tuple[int, ...] | None = None  # per-example data shape, filled in from the data
     class_names: tuple[str, ...] | None = None  # label models: class names, index = label (from the data)
@@ -270,6 +271,8 @@ class ModelConfig:
             "mixture_components",
             f"must be in 1..64, got {self.mixture_components}",
         )
+        _require(self.log_scale_cap is None or math.isfinite(self.log_scale_cap), "log_scale_cap",
+                 f"must be a finite number or null, got {self.log_scale_cap}")
         _one_of(self.condition, "condition")
         from vaelab.models.priors import parse_prior
 
@@ -404,6 +407,8 @@ class RunConfig:
                 raise VaelabError(f"{source}: unknown setting(s) {sorted(extra)} in section {name!r}")
             if name == "model" and values.get("infer_missing") and "classifier" not in values:
                 values = {**values, "classifier": "separate"}  # runs from before the setting had their own q(y|x)
+            if name == "model" and fmt < 3 and "log_scale_cap" not in values:
+                values = {**values, "log_scale_cap": None}  # their 8-bit likelihoods had no bound on log s
             try:
                 parts[name] = section(**values)
             except ConfigError as exc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -290,8 +291,27 @@ def _metrics_from_format_1(record: dict[str, Any]) -> dict[str, Any]:
     return {(f"{key[:-len('_loss')]}_negative_elbo" if key.endswith("_loss") else key): value for key, value in record.items()}
 
 
-WEIGHT_UPGRADES = {1: _weights_from_format_1}  # format -> step to the next format
-RECORD_UPGRADES = {1: _metrics_from_format_1}
+def _weights_from_format_2(weights: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Format 2 -> 3: the resnet decoder gained a skip from z to its output head
+    (``decoder_net.skip``); zero weights are exactly the decoder it was. (The other change of format
+    3, the bound on the 8-bit likelihoods' log s, is a setting: ``read_config`` gives older runs
+    ``log_scale_cap = None``, no bound, as they were trained.)"""
+    if config.arch != "resnet" or "decoder_net.skip.weight" in weights:
+        return weights
+    head_input = weights["decoder_net.head.0.weight"].shape[1]  # latent (+ condition) width
+    last = max(int(name.split(".")[2]) for name in weights if re.fullmatch(r"decoder_net\.body\.\d+\.weight", name))
+    outputs = weights[f"decoder_net.body.{last}.weight"].shape[0]  # the 1x1 output head's channels
+    like = weights["decoder_net.head.0.weight"]
+    return {**weights, "decoder_net.skip.weight": like.new_zeros(outputs, head_input),
+            "decoder_net.skip.bias": like.new_zeros(outputs)}
+
+
+def _unchanged(record: dict[str, Any]) -> dict[str, Any]:
+    return record
+
+
+WEIGHT_UPGRADES = {1: _weights_from_format_1, 2: _weights_from_format_2}  # format -> step to the next format
+RECORD_UPGRADES = {1: _metrics_from_format_1, 2: _unchanged}
 
 
 def upgrade_weights(weights: dict[str, torch.Tensor], config: ModelConfig, fmt: int) -> dict[str, torch.Tensor]:

@@ -43,6 +43,25 @@ LOG_SCALE_MIN = -7.0 - math.log(2.0)
 # changes no mean or draw, while e^s itself overflows float32 beyond log s = 88 (an unused mixture
 # component's scale can drift there, and its mean became inf * 0 = NaN).
 LOG_SCALE_MAX = 20.0
+# A decoder's log s is bounded above, softly, at 0 (s <= 1: a logistic already wider than the data's
+# range). Unbounded, a pixel the decoder cannot yet predict (an object's colour, say, before the latent
+# codes it) is fit best by an ever wider logistic that splits its mass between the edge bins; there the
+# location's gradient is ~1/s and vanishes, so the model never learns to predict it (log s reached 110).
+# Bounded, "0 or 255" is coded by the location, whose gradient stays alive, or by a mixture's weights.
+# On 16x16 shapes this took a 3-component mixture from grey reconstructions (val -ELBO 50.3) to the
+# right colours (22.2) in the same 15 epochs. Natural images need s far below 1; the bound costs them nothing.
+LOG_SCALE_CAP = 0.0
+
+
+def capped_log_scale(raw: torch.Tensor, cap: float | None = LOG_SCALE_CAP) -> torch.Tensor:
+    """A decoder's raw output -> log s <= cap: cap - softplus(cap - raw), the identity well below.
+    ``cap=None`` is no bound (the identity): runs saved before the bound existed."""
+    return raw if cap is None else cap - F.softplus(cap - raw)
+
+
+def uncapped_log_scale(log_scale: float, cap: float | None = LOG_SCALE_CAP) -> float:
+    """The raw output that :func:`capped_log_scale` maps to ``log_scale`` (< cap)."""
+    return log_scale if cap is None else cap - math.log(math.expm1(cap - log_scale))
 _LOG_BIN_WIDTH = -math.log(LEVELS - 1)
 _LOG1MEXP_SERIES_BELOW = 1e-4  # d below this: log(1 - e^-d) = log d - d/2 to within d^2/24
 
@@ -153,10 +172,11 @@ class DiscretizedLogistic(_PerExample):
         return 2 * channels
 
     @classmethod
-    def from_params(cls, params: torch.Tensor, event_ndims: int) -> DiscretizedLogistic:
-        """Split decoder outputs ``[..., 2C, H, W]`` into loc ``[..., :C]`` and log_scale ``[..., C:]``."""
+    def from_params(cls, params: torch.Tensor, event_ndims: int, cap: float | None = LOG_SCALE_CAP) -> DiscretizedLogistic:
+        """Split decoder outputs ``[..., 2C, H, W]`` into loc ``[..., :C]`` and log_scale ``[..., C:]``
+        (through :func:`capped_log_scale`)."""
         loc, log_scale = params.chunk(2, dim=-event_ndims)
-        return cls(loc, log_scale, event_ndims)
+        return cls(loc, capped_log_scale(log_scale, cap), event_ndims)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -237,10 +257,12 @@ class DiscretizedLogisticMixture(_PerExample):
 
     @classmethod
     def from_params(
-        cls, params: torch.Tensor, event_ndims: int, *, components: int, coupled: bool
+        cls, params: torch.Tensor, event_ndims: int, *, components: int, coupled: bool,
+        cap: float | None = LOG_SCALE_CAP,
     ) -> DiscretizedLogisticMixture:
         """Split decoder outputs ``[..., P, H, W]``, ``P = param_channels(C, M, coupled)``, laid out as
-        ``[logit_probs (M) | loc (M*C) | log_scale (M*C) | coeffs (3*M)]``, each block component-major."""
+        ``[logit_probs (M) | loc (M*C) | log_scale (M*C) | coeffs (3*M)]``, each block component-major;
+        the log-scales through :func:`capped_log_scale`."""
         dim, m = -event_ndims, components
         per_component, rest = divmod(params.shape[dim], m)
         channels, odd = divmod(per_component - 1 - (3 if coupled else 0), 2)
@@ -248,7 +270,7 @@ class DiscretizedLogisticMixture(_PerExample):
         sizes = [m, m * channels, m * channels] + ([3 * m] if coupled else [])
         logit_probs, loc, log_scale, *coeffs = params.split(sizes, dim)
         unflat = [t.unflatten(dim, (m, t.shape[dim] // m)) for t in (loc, log_scale, *coeffs)]
-        return cls(logit_probs, unflat[0], unflat[1], event_ndims, unflat[2] if coupled else None)
+        return cls(logit_probs, unflat[0], capped_log_scale(unflat[1], cap), event_ndims, unflat[2] if coupled else None)
 
     def _log_weights(self) -> torch.Tensor:
         return F.log_softmax(self.logit_probs, dim=self.channel_dim)  # [..., M, *S]

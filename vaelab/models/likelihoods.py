@@ -37,7 +37,7 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from vaelab.config import ModelConfig
-from vaelab.models.discretized import LEVELS, DiscretizedLogistic, DiscretizedLogisticMixture
+from vaelab.models.discretized import LEVELS, DiscretizedLogistic, DiscretizedLogisticMixture, uncapped_log_scale
 
 # |logit| below this uses a Taylor expansion of the continuous Bernoulli normaliser and mean (0/0 at 0).
 _CB_TAYLOR_BELOW = 1e-3
@@ -257,7 +257,8 @@ class PixelGaussian(Likelihood):
 
 # Where the 8-bit likelihoods start: s = e^-2 ~ 0.14, a logistic whose standard deviation
 # (pi s / sqrt 3 ~ 0.25) spans a quarter of [0, 1]: wide enough that no pixel starts improbable,
-# narrow enough that the decoder's location already matters.
+# narrow enough that the decoder's location already matters. The decoder's raw output for it is
+# what the soft bound on log s maps to -2.
 _START_LOG_SCALE = -2.0
 
 
@@ -275,11 +276,16 @@ class DLogistic(Likelihood):
     params_per_value = 2
     discrete = True
 
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.log_scale_cap = config.log_scale_cap
+
     def forward(self, params: torch.Tensor, event_ndims: int) -> Distribution:
-        return DiscretizedLogistic.from_params(params, event_ndims)
+        return DiscretizedLogistic.from_params(params, event_ndims, self.log_scale_cap)
 
     def output_bias(self, data_mean: torch.Tensor) -> torch.Tensor:
-        return torch.cat((data_mean, torch.full_like(data_mean, _START_LOG_SCALE)), dim=0)
+        start = uncapped_log_scale(_START_LOG_SCALE, self.log_scale_cap)
+        return torch.cat((data_mean, torch.full_like(data_mean, start)), dim=0)
 
     def describe(self, binarize: str, binary_data: bool = False) -> str | None:
         return _binarised_warning(binarize)
@@ -295,6 +301,7 @@ class DLogisticMixture(Likelihood):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.components = config.mixture_components
+        self.log_scale_cap = config.log_scale_cap
 
     def output_channels(self, channels: int) -> int:
         return DiscretizedLogisticMixture.param_channels(channels, self.components, coupled=channels == 3)
@@ -302,7 +309,8 @@ class DLogisticMixture(Likelihood):
     def forward(self, params: torch.Tensor, event_ndims: int) -> Distribution:
         # M (1 + 2 C) is an odd multiple of M, 10 M an even one: the count says whether the data are RGB.
         coupled = params.shape[-event_ndims] == self.output_channels(3)
-        return DiscretizedLogisticMixture.from_params(params, event_ndims, components=self.components, coupled=coupled)
+        return DiscretizedLogisticMixture.from_params(params, event_ndims, components=self.components, coupled=coupled,
+                                                      cap=self.log_scale_cap)
 
     def output_bias(self, data_mean: torch.Tensor) -> torch.Tensor:
         """Every component at the data mean with the starting scale, equal weights, no coupling:
@@ -311,7 +319,7 @@ class DLogisticMixture(Likelihood):
         blocks = [
             data_mean.new_zeros(m, *rest),
             data_mean.repeat(m, *([1] * len(rest))),  # component-major, as from_params reads it
-            data_mean.new_full((m * channels, *rest), _START_LOG_SCALE),
+            data_mean.new_full((m * channels, *rest), uncapped_log_scale(_START_LOG_SCALE, self.log_scale_cap)),
         ]
         if channels == 3:
             blocks.append(data_mean.new_zeros(3 * m, *rest))
