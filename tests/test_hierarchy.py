@@ -19,7 +19,16 @@ from torch.distributions import MultivariateNormal
 
 from vaelab.bounds.estimator import elbo, iwae_bound, log_mean_exp, log_weights
 from vaelab.config import ModelConfig
-from vaelab.models.latents import MIN_SCALE, Chain, follow_prior_below, layer_of, sample
+from vaelab.models.latents import (
+    MIN_SCALE,
+    Chain,
+    follow_prior_below,
+    layer_kls,
+    layer_of,
+    reparameterize,
+    sample,
+    sampled_and_closed_form_kls,
+)
 from vaelab.models.vae import VAE
 
 SIGMA = 0.7
@@ -152,3 +161,20 @@ def test_a_traversal_of_a_top_layer_dimension_changes_the_picture(monkeypatch) -
     (images,) = decoded  # [5, 1, 6, 6]: the row of the top-layer dimension
     assert (images[1:] - images[0]).abs().amax() > 1e-3
     assert figure.axes[0].get_yticklabels()[0].get_text().startswith("z4")
+
+
+@pytest.mark.parametrize("prior", ["standard", "mog:3"])
+def test_one_pass_gives_both_the_sampled_and_the_closed_form_layer_kls(prior: str) -> None:
+    """The evaluator's single pass equals the two calls of layer_kls it replaces."""
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(arch="mlp", hidden=(8,), latent_dim=3, likelihood="bernoulli", stochastic_layers=2,
+                            prior=prior, input_shape=(5,)))
+    x = torch.bernoulli(torch.rand(4, 5))
+    with torch.no_grad():
+        q, p = model.encode(x), model.prior
+        z = reparameterize(q, torch.randn(6, 4, model.latent_size))
+        sampled, closed = sampled_and_closed_form_kls(q, p, z)
+        for got, want in zip(sampled, layer_kls(q, p, z, closed_form=False)):
+            torch.testing.assert_close(got, want)
+        for got, want in zip(closed, layer_kls(q, p, z, closed_form=True)):
+            torch.testing.assert_close(got, want.sum(-1) if want.dim() == 3 else want)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution
 
-from vaelab.models.latents import layer_kls, layer_sizes, reparameterize
+from vaelab.models.latents import layer_kls, layer_sizes, reparameterize, sampled_and_closed_form_kls
 from vaelab.models.vae import VAE
 
 
@@ -64,20 +64,22 @@ def bound_terms(
     draw that every process of a distributed run shares.
     """
     q = model.encode(x, c)
-    return bound_terms_at(model, x, c, q, model.prior_for(c), reparameterize(q, eps), closed_form_kl)
-
-
-def bound_terms_at(
-    model: VAE, x: torch.Tensor, c: torch.Tensor | None, q: Distribution, p: Distribution, z: torch.Tensor,
-    closed_form_kl: bool = False,
-) -> BoundTerms:
-    """:func:`bound_terms` at given samples ``z: [K, ..., latent_size]`` of q = q(z|x, c), with p = p(z|c).
-
-    For callers that draw many chunks of samples from one q and p (the evaluator): the encoder, and
-    a prior that is itself a network (the VampPrior encodes its pseudo-inputs), run once, not per chunk.
-    """
+    z = reparameterize(q, eps)  # [K, ..., latent_size]
     log_px_z = model.decode(z, c).log_prob(x)  # [K, ...]
-    return BoundTerms(log_px_z, tuple(layer_kls(q, p, z, closed_form_kl)), layer_sizes(q))
+    return BoundTerms(log_px_z, tuple(layer_kls(q, model.prior_for(c), z, closed_form_kl)), layer_sizes(q))
+
+
+def evaluation_terms_at(
+    model: VAE, x: torch.Tensor, c: torch.Tensor | None, q: Distribution, p: Distribution, z: torch.Tensor,
+) -> tuple[BoundTerms, list[torch.Tensor]]:
+    """What the evaluator needs at samples ``z`` of q = q(z|x, c), with p = p(z|c), from one decode and
+    one pass over the latent conditionals: the importance-weight terms (:func:`bound_terms`' with
+    log q - log p in every layer) and each layer's KL ``[K, ...]`` to report, in closed form where
+    both factors are Gaussian. The evaluator draws many chunks of samples from one q and p, so the
+    encoder, and a prior that is itself a network (the VampPrior), run once per batch, not per chunk."""
+    log_px_z = model.decode(z, c).log_prob(x)  # [K, ...]
+    sampled, closed = sampled_and_closed_form_kls(q, p, z)
+    return BoundTerms(log_px_z, tuple(sampled), layer_sizes(q)), closed
 
 
 def log_mean_exp(log_w: torch.Tensor) -> torch.Tensor:

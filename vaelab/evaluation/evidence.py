@@ -27,13 +27,13 @@ import torch
 from tqdm.auto import tqdm
 
 from vaelab import rundir
-from vaelab.bounds.estimator import bound_terms_at, elbo
+from vaelab.bounds.estimator import elbo, evaluation_terms_at
 from vaelab.data.datasets import Split
 from vaelab.data.pipeline import load_data, resolve_device
 from vaelab.errors import VaelabError
 from vaelab.evaluation.latents import ACTIVE_UNIT_THRESHOLD, kl_per_dim
 from vaelab.fileio import atomic_write_json
-from vaelab.models.latents import layer_kls, reparameterize
+from vaelab.models.latents import reparameterize
 from vaelab.models.vae import VAE
 from vaelab.training.distributed import Processes, session
 
@@ -101,12 +101,11 @@ def importance_weighted_terms(
     for start in range(0, iw_samples, sample_chunk):
         k = min(sample_chunk, iw_samples - start)
         eps = torch.randn(k, batch, model.latent_size, generator=generator, device=x.device, dtype=model.dtype)
-        z = reparameterize(q, eps)
-        terms = bound_terms_at(model, x, c, q, p, z)  # log q - log p at each sample: the importance weights
+        # log q - log p at each sample (the importance weights), and the KL to report: closed form where both are Gaussian
+        terms, reported_kl = evaluation_terms_at(model, x, c, q, p, reparameterize(q, eps))
         log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(terms.log_weights, dim=0))
         sum_log_px_z += terms.log_px_z.sum(0)
-        closed = layer_kls(q, p, z, closed_form=True)  # the reported KL: closed form where both are Gaussian
-        sum_layer_kl += torch.stack([(kl.sum(-1) if kl.dim() == 3 else kl).expand(k, batch).sum(0) for kl in closed])
+        sum_layer_kl += torch.stack([kl.sum(0) for kl in reported_kl])
     layer_kl = sum_layer_kl / iw_samples
     return {
         "iw": log_sum_w - math.log(iw_samples),

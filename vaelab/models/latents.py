@@ -176,6 +176,20 @@ def gaussian_kl_per_dim(q: Independent, p: Independent) -> torch.Tensor:
     return torch.log(s_p / s_q) + (s_q.square() + (m_q - m_p).square()) / (2 * s_p.square()) - 0.5
 
 
+def sampled_and_closed_form_kls(q: Distribution, p: Distribution, z: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Both of :func:`layer_kls`' answers from one pass over the conditionals (whose networks are the
+    cost of a hierarchical model, and a mixture prior's log p(z) that of a VampPrior): each layer's
+    log q - log p at ``z`` ``[K, ...]``, and its KL ``[K, ...]`` in closed form, summed over its
+    dimensions, where both factors are diagonal Gaussians, else that same sampled term."""
+    sampled, closed = [], []
+    for q_l, p_l, z_l in zip(conditionals(q, z), conditionals(p, z), split_layers(q, z)):
+        ratio = q_l.log_prob(z_l) - p_l.log_prob(z_l)
+        sampled.append(ratio)
+        gaussian = is_diagonal_normal(q_l) and is_diagonal_normal(p_l)
+        closed.append(gaussian_kl_per_dim(q_l, p_l).sum(-1).expand_as(ratio) if gaussian else ratio)
+    return sampled, closed
+
+
 def layer_kls(q: Distribution, p: Distribution, z: torch.Tensor, closed_form: bool) -> list[torch.Tensor]:
     """The KL of each layer at the sample ``z: [K, ..., D]``, bottom first.
 
