@@ -4,6 +4,7 @@ directory round-trips through safetensors + JSON."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from safetensors.torch import load_file
 import vaelab
 from tests.conftest import directory_snapshot, tiny_settings
 from vaelab import rundir
+from vaelab.config import DEFAULT_EPOCHS, MIN_DEFAULT_STEPS, default_epochs
 from vaelab.errors import VaelabError
 from vaelab.evaluation.evidence import elbo_averages
 from vaelab.data.pipeline import load_data
@@ -124,6 +126,25 @@ def test_resume_refuses_finished_runs_and_changed_settings(trained_run):
         vaelab.train(resume=trained_run.path, progress=False)
     with pytest.raises(VaelabError, match="keeps its config"):
         vaelab.train(resume=trained_run.path, latent_dim=3, progress=False)
+
+
+def test_default_epochs_give_small_datasets_enough_steps():
+    assert default_epochs(55_000, 128) == DEFAULT_EPOCHS == 10  # Fashion-MNIST: 4,300 steps in 10 epochs
+    assert default_epochs(1257, 128) == 300  # the digits: 11 steps per epoch
+    assert default_epochs(2400, 128) == 158  # a folder of 3,000 images, 10% test and 10% val
+    assert default_epochs(1, 128) == MIN_DEFAULT_STEPS
+
+
+def test_training_without_epochs_takes_them_from_the_data_and_says_why(tmp_path, caplog):
+    settings = {k: v for k, v in tiny_settings(batch_size=16).items() if k != "epochs"}
+    with caplog.at_level(logging.INFO, logger="vaelab"):
+        run = vaelab.train(out=tmp_path / "r", progress=False, **settings)
+    expected = default_epochs(1257, 16)  # 79 steps per epoch -> 38 epochs
+    assert run.config.train.epochs == expected == 38 and len(run.metrics) == expected
+    assert json.loads((run.path / "config.json").read_text())["train"]["epochs"] == expected
+    assert f"epochs: {expected}, because 1,257 training examples in batches of 16" in caplog.text
+    with pytest.raises(VaelabError, match=f"already trained for {expected} epochs"):  # a resumed run keeps its own
+        vaelab.train(resume=run.path, epochs=None, progress=False)
 
 
 def test_existing_run_is_never_overwritten(trained_run):

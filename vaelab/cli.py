@@ -13,7 +13,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vaelab.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig, read_config, registry_names
+from vaelab.config import (
+    DEFAULT_EPOCHS,
+    MIN_DEFAULT_STEPS,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    read_config,
+    registry_names,
+)
 from vaelab.errors import VaelabError
 
 EXIT_USER_ERROR = 2
@@ -107,7 +117,8 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--classifier", choices=("shared", "separate"),
                        help=f"M2's q(y|x): a softmax on the encoder's hidden layers, or a network of its own (default: {m.classifier})")
     opt = p.add_argument_group("training")
-    opt.add_argument("--epochs", type=int, help=f"passes over the training set (default: {t.epochs})")
+    opt.add_argument("--epochs", type=int, help=f"passes over the training set (default: {DEFAULT_EPOCHS}, or enough for "
+                                                f"{MIN_DEFAULT_STEPS:,} steps on a small dataset)")
     opt.add_argument("--batch-size", type=int, help=f"examples per step (default: {t.batch_size})")
     opt.add_argument("--lr", type=float, help=f"Adam learning rate (default: {t.lr})")
     opt.add_argument("--lr-schedule", choices=("constant", "cosine"), help=f"learning rate over training (default: {t.lr_schedule})")

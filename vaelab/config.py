@@ -29,6 +29,8 @@ CLASSIFIERS = ("shared", "separate")
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 MAX_STOCHASTIC_LAYERS = 16
+DEFAULT_EPOCHS = 10  # without --epochs: this many passes over the training set...
+MIN_DEFAULT_STEPS = 3000  # ...or more on a small one, so that it still gets this many gradient steps
 MAX_INT = 2**63 - 1  # every integer setting fits a signed 64-bit integer (torch's seeds, tensor sizes)
 # The largest model vaelab builds: 4 GiB of float32 parameters (1.07e9 of them). Adam's two moments
 # and the gradients make training need four times as much; anything larger is a typo (--hidden 1000000000),
@@ -306,11 +308,22 @@ class ModelConfig:
         check_model_size(self)
 
 
+def default_epochs(n_train: int, batch_size: int) -> int:
+    """Epochs when none are given: 10, or as many as make 3,000 gradient steps on a small training set.
+
+    What fits a model is the number of updates, not of passes: 10 epochs are 4,300 steps on
+    Fashion-MNIST but 100 on the 1,257 UCI digits, and 190 on a folder of 3,000 photos, where
+    reconstructions are still blobs (BENCHMARKS.md, colour defaults: sharp edges need ~3,000).
+    """
+    steps_per_epoch = max(1, math.ceil(n_train / batch_size))
+    return max(DEFAULT_EPOCHS, math.ceil(MIN_DEFAULT_STEPS / steps_per_epoch))
+
+
 @dataclass
 class TrainConfig:
     """Optimisation: Adam on the chosen objective (``objectives.py``), mean over each mini-batch."""
 
-    epochs: int = 10  # passes over the training set
+    epochs: int | None = None  # passes over the training set; None: default_epochs() of the training data
     batch_size: int = 128  # examples per gradient step
     lr: float = 1e-3  # Adam learning rate
     lr_schedule: str = "constant"  # constant | cosine (from lr down to lr_min over the epochs, per step)
@@ -330,7 +343,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        _require(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        _require(self.epochs is None or self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
         _require(
             isinstance(self.batch_size, int) and self.batch_size >= 1,
             "batch_size",

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from vaelab import rundir
 from vaelab.bounds.objectives import OBJECTIVES
-from vaelab.config import ConfigError, RunConfig, TrainConfig, read_config
+from vaelab.config import DEFAULT_EPOCHS, MIN_DEFAULT_STEPS, ConfigError, RunConfig, TrainConfig, default_epochs, read_config
 from vaelab.data.datasets import Dataset, Split
 from vaelab.data.pipeline import load_data
 from vaelab.errors import VaelabError
@@ -199,6 +199,8 @@ def train(
     run_dir = None
     if resume is not None:
         run_dir = rundir.check_run_dir(resume)
+        if settings.get("epochs", 0) is None:  # the default epochs of a resumed run are its own
+            del settings["epochs"]
         fixed = set(settings) - set(RESUMABLE_SETTINGS)
         if fixed or config is not None:
             raise VaelabError(
@@ -242,6 +244,15 @@ def _train(
         log.info("likelihood: %s, because %s", name, reason)
         config = replace(config, model=replace(config.model, likelihood=name))
     config = replace(config, model=replace(config.model, input_shape=dataset.shape, **condition.model_settings(dataset)))
+    if config.train.epochs is None:
+        n, batch = dataset.train.x.shape[0], config.train.batch_size
+        epochs = default_epochs(n, batch)
+        if epochs == DEFAULT_EPOCHS:
+            log.info("epochs: %d (the default; %s steps of batch %d)", epochs, f"{epochs * math.ceil(n / batch):,}", batch)
+        else:
+            log.info("epochs: %d, because %s training examples in batches of %d need %d epochs for %s steps "
+                     "(--epochs sets it)", epochs, f"{n:,}", batch, epochs, f"{MIN_DEFAULT_STEPS:,}")
+        config = replace(config, train=replace(config.train, epochs=epochs))
     _check_objective(config, processes.world_size)
     if dataset.train.x.shape[0] == 0:
         raise VaelabError(f"{config.data.dataset}: the training split is empty")
