@@ -48,6 +48,8 @@ class DiagonalGaussianMixture(MixtureSameFamily):
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         component = self.component_distribution.base_dist
+        assert component.loc.dim() == 2 and self.mixture_distribution.logits.dim() == 1, \
+            "one mixture shared by every z: components [M, D], weights [M] (no batch of mixtures)"
         loc, scale = component.loc.double(), component.scale.double()  # [M, D]
         precision = scale.pow(-2)
         constant = -0.5 * (loc.pow(2) * precision).sum(-1) - scale.log().sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)

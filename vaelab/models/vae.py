@@ -235,22 +235,37 @@ class VAE(nn.Module):
 
 
 class _LadderPosterior(Chain):
-    """q(z|x) of a hierarchical model: q(z_L|d_L) prod_l q(z_l|d_l, t_l(z_{l+1})), bottom-up features fixed."""
+    """q(z|x) of a hierarchical model: q(z_L|d_L) prod_l q(z_l|d_l, t_l(z_{l+1})), bottom-up features fixed.
+
+    Evaluation draws thousands of z per image and then needs the conditionals at exactly those z
+    (log q for the importance weights, the KL per layer). Both are per-sample networks, the cost of a
+    hierarchy beside its decoder, so two things are done once: the part of each layer's head that
+    reads d_l (the head is linear in [d_l, t_l], so its d_l columns apply per image, not per sample),
+    and the conditionals met while sampling, kept for the z that :meth:`reparameterize` returned
+    (unless that tensor has been changed in place since).
+    """
 
     def __init__(self, model: VAE, ds: list[torch.Tensor]) -> None:
         self.model, self.ds = model, ds
         super().__init__((model.latent_dim,) * model.layers, ds[0].shape[:-1])
         self.device, self.dtype = ds[0].device, _full_precision(ds[0]).dtype
+        width = ds[0].shape[-1]
+        self.head_of_d = [  # W_d d_l + b for the layers below the top, whose heads also read t_l
+            F.linear(d, head.weight[:, :width], head.bias) for d, head in zip(ds[:-1], model.posterior_heads[:-1])
+        ]
+        self._sampled: tuple[torch.Tensor, int, list[Distribution]] | None = None  # z, its version, q_l
 
     def _layer(self, l: int, z_above: torch.Tensor | None) -> Distribution:
-        model, d = self.model, self.ds[l]
+        model = self.model
         if z_above is None:
-            return _gaussian(model.posterior_heads[l](d))
+            return _gaussian(model.posterior_heads[l](self.ds[l]))
         t = model.top_down[l](z_above)
-        lead = t.shape[:-1]
-        return _gaussian(model.posterior_heads[l](torch.cat((d.expand(*lead, d.shape[-1]), t), -1)))
+        head = model.posterior_heads[l]
+        return _gaussian(F.linear(t, head.weight[:, self.ds[l].shape[-1]:]) + self.head_of_d[l])
 
     def conditionals(self, z: torch.Tensor) -> list[Distribution]:
+        if self._sampled is not None and self._sampled[0] is z and self._sampled[1] == z._version:
+            return self._sampled[2]
         zs = z.split(self.layer_sizes, -1)
         top = len(zs) - 1
         return [self._layer(l, None if l == top else zs[l + 1]) for l in range(len(zs))]
@@ -258,12 +273,17 @@ class _LadderPosterior(Chain):
     def reparameterize(self, eps: torch.Tensor) -> torch.Tensor:
         eps_layers = eps.split(self.layer_sizes, -1)
         zs: list[torch.Tensor] = [None] * len(eps_layers)  # type: ignore[list-item]
+        layers: list[Distribution] = [None] * len(eps_layers)  # type: ignore[list-item]
         for l in reversed(range(len(eps_layers))):
             q = self._layer(l, None if l == len(eps_layers) - 1 else zs[l + 1])
+            layers[l] = q
             zs[l] = q.base_dist.loc + q.base_dist.scale * eps_layers[l]
             if l < len(eps_layers) - 1 and zs[l].shape != zs[l + 1].shape:
                 zs[l + 1] = zs[l + 1].expand_as(zs[l])
-        return torch.cat(zs, -1)
+        z = torch.cat(zs, -1)
+        # kept with the count of z's in-place changes (inference-mode tensors keep none: not kept)
+        self._sampled = None if z.is_inference() else (z, z._version, layers)
+        return z
 
     @property
     def mean(self) -> torch.Tensor:
