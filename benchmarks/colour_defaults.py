@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=None, help="default: vaelab's (3,000 steps here)")
     parser.add_argument("--arch", default=None, help="an architecture other than the default (e.g. resnet)")
+    parser.add_argument("--likelihood", default=None,
+                        help="a likelihood other than auto's (e.g. dlogistic-mix, what auto picks for 8-bit photos)")
     parser.add_argument("--images", type=int, default=3000, help="training folder size (default 3,000)")
     parser.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
     parser.add_argument("--picture", type=Path, help="write the last epoch's reconstructions of 32 unseen images here")
@@ -120,12 +122,12 @@ def main(argv: list[str] | None = None) -> None:
     unseen = make_shapes(600, size=args.size, seed=UNSEEN_SEED)
     namer = ShapeNamer(args.size)
     floor = baselines(unseen, namer)
-    settings = {} if args.arch is None else {"arch": args.arch}
+    settings = {name: value for name, value in (("arch", args.arch), ("likelihood", args.likelihood)) if value is not None}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "shapes"
         write_shapes_folder(folder, args.images, size=args.size, seed=0)
         print(f"{args.images} {args.size}x{args.size} RGB shapes in class folders; vaelab defaults"
-              f"{'' if args.arch is None else f' with --arch {args.arch}'}; 600 unseen images")
+              f"{''.join(f' --{k} {v}' for k, v in settings.items())}; 600 unseen images")
         print(f"grey colour error {floor['colour_error']:.3f}; IoU of a centred blob {floor['shape_iou']:.3f}; "
               f"shape accuracy of the true masks {floor['shape_accuracy']:.3f} (chance 0.333)")
         print(f"{'epoch':>5} {'seconds':>8} {'colour error':>12} {'shape IoU':>9} {'shape accuracy':>14} {'pixel error':>11}")
