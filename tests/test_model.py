@@ -78,3 +78,38 @@ def test_output_bias_starts_at_the_data_marginal(arch, likelihood):
     with torch.no_grad():
         model.decoder_net.output_layer().weight.zero_()
     torch.testing.assert_close(model.decode(torch.randn(3, 2)).mean, data_mean.expand(3, 1, 8, 8))
+
+
+@settings(max_examples=25, deadline=None)
+@given(c_in=st.integers(1, 9), height=st.integers(1, 9), width=st.integers(1, 9),
+       pad_h=st.integers(0, 1), pad_w=st.integers(0, 1), batch=st.integers(1, 3), seed=st.integers(0, 2**31 - 1))
+def test_the_single_channel_transposed_conv_equals_torchs(c_in, height, width, pad_h, pad_w, batch, seed):
+    """The matrix-product-and-fold route gives nn.ConvTranspose2d's output and gradients (input,
+    weight, bias), at even and odd output sizes (output_padding 0 or 1)."""
+    from vaelab.models.networks import SingleChannelConvTranspose2d
+
+    torch.manual_seed(seed)
+    fast = SingleChannelConvTranspose2d(c_in, 4, 2, 1, output_padding=(pad_h, pad_w)).double()
+    reference = torch.nn.ConvTranspose2d(c_in, 1, 4, 2, 1, output_padding=(pad_h, pad_w)).double()
+    reference.load_state_dict(fast.state_dict())
+    x = torch.randn(batch, c_in, height, width, dtype=torch.float64, requires_grad=True)
+    got, want = fast(x), reference(x)
+    assert got.shape == want.shape == (batch, 1, 2 * height + pad_h, 2 * width + pad_w)
+    torch.testing.assert_close(got, want)
+    g = torch.randn_like(want)
+    grads = torch.autograd.grad(got, (x, fast.weight, fast.bias), g)
+    expected = torch.autograd.grad(want, (x, reference.weight, reference.bias), g)
+    for a, b in zip(grads, expected):
+        torch.testing.assert_close(a, b)
+
+
+def test_the_conv_decoder_uses_the_fast_route_for_one_channel_only():
+    from vaelab.models.networks import SingleChannelConvTranspose2d
+
+    def last_layer(channels_in_data: int) -> torch.nn.Module:
+        config = ModelConfig(arch="conv", likelihood="bernoulli", input_shape=(channels_in_data, 28, 28), hidden=(16,),
+                             channels=(8, 16), latent_dim=3)
+        return VAE(config).decoder_net.body[-1]
+
+    assert type(last_layer(1)) is SingleChannelConvTranspose2d
+    assert type(last_layer(3)) is torch.nn.ConvTranspose2d
