@@ -55,6 +55,12 @@ class ShapeNamer:
         return self.labels[distance.argmin(1)]
 
 
+def mean_iou(drawn: torch.Tensor, masks: torch.Tensor) -> float:
+    """Mean intersection over union of ``drawn`` (``[N, S, S]`` or one ``[S, S]`` for all) and ``masks: [N, S, S]``."""
+    union = (drawn | masks).sum((1, 2)).clamp_min(1)
+    return ((drawn & masks).sum((1, 2)) / union).mean().item()
+
+
 def reconstruction_scores(model: torch.nn.Module, data: ShapesData, namer: ShapeNamer) -> dict[str, float]:
     """Colour error, shape IoU, shape accuracy and pixel error of the model's reconstructions of ``data``."""
     x = torch.from_numpy(data.images).float() / 255
@@ -65,10 +71,9 @@ def reconstruction_scores(model: torch.nn.Module, data: ShapesData, namer: Shape
     colour = (reconstruction * weights).sum((2, 3)) / weights.sum((2, 3))
     truth = torch.from_numpy(data.rgb).float() / 255
     drawn = reconstruction.amax(1) > 0.5
-    union = (drawn | masks).sum((1, 2)).clamp_min(1)
     return {
         "colour_error": (colour - truth).abs().mean().item(),
-        "shape_iou": ((drawn & masks).sum((1, 2)) / union).mean().item(),
+        "shape_iou": mean_iou(drawn, masks),
         "shape_accuracy": (namer(drawn) == torch.from_numpy(data.labels)).float().mean().item(),
         "pixel_error": (reconstruction - x).abs().mean().item(),
     }
@@ -80,10 +85,9 @@ def baselines(data: ShapesData, namer: ShapeNamer) -> dict[str, float]:
     truth = torch.from_numpy(data.rgb).float() / 255
     masks = torch.from_numpy(data.masks)
     blob = masks.float().mean(0) > 0.5
-    union = (blob | masks).sum((1, 2)).clamp_min(1)
     return {
         "colour_error": (truth.mean(1, keepdim=True) - truth).abs().mean().item(),
-        "shape_iou": ((blob & masks).sum((1, 2)) / union).mean().item(),
+        "shape_iou": mean_iou(blob, masks),
         "shape_accuracy": (namer(masks) == torch.from_numpy(data.labels)).float().mean().item(),
     }
 
