@@ -22,6 +22,7 @@ import time
 import torch
 from torch import nn
 
+from products_floor import recorded_products
 import vaelab
 from vaelab.data.pipeline import load_data
 from vaelab.evaluation.evidence import (DEFAULT_MAX_FLOATS, EXAMPLES_PER_BATCH, decoder_floats_per_sample,
@@ -31,26 +32,19 @@ FULL_IMAGES, FULL_K = 10_000, 5_000
 
 
 def decoder_multiply_adds(model: vaelab.VAE) -> int:
-    """Multiply-adds of one decoder pass (one z -> the likelihood's parameters): every Linear and
-    (transposed) convolution, counted from the shapes one pass gives them."""
-    counts: list[int] = []
-
-    def count(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+    """Multiply-adds of one decoder pass (one z -> the likelihood's parameters): every product module
+    ``products_floor.recorded_products`` sees, counted from the input it was given."""
+    z = torch.zeros(1, model.latent_dim, device=model.device)
+    total = 0
+    for module, x in recorded_products(model.decoder_net, lambda: model.decoder_net(z)):
         if isinstance(module, nn.Linear):
-            counts.append(module.in_features * module.out_features)
-        elif isinstance(module, nn.Conv2d):  # each output value reads c_in k k inputs
-            counts.append(output[0].numel() * module.weight[0].numel())
+            total += module.in_features * module.out_features
         elif isinstance(module, nn.ConvTranspose2d):  # each input value writes c_out k k outputs
-            counts.append(inputs[0][0].numel() * module.weight[0].numel())
-
-    hooks = [m.register_forward_hook(count) for m in model.decoder_net.modules()]
-    try:
-        with torch.no_grad():
-            model.decoder_net(torch.zeros(1, model.latent_dim, device=model.device))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return sum(counts)
+            total += x[0].numel() * module.weight[0].numel()
+        else:  # a convolution: each output value reads c_in k k inputs
+            with torch.no_grad():
+                total += module(x)[0].numel() * module.weight[0].numel()
+    return total
 
 
 @torch.no_grad()
