@@ -73,7 +73,6 @@ def test_deep_json_is_refused_without_recursing(tmp_path):
 
 
 def test_model_size_is_checked_before_anything_is_allocated():
-    import torch
 
     from vaelab.config import MAX_PARAMETER_BYTES, parameter_count
     from vaelab.models.vae import VAE

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from vaelab import rundir
 from vaelab.bounds.estimator import elbo, evaluation_terms_at
 from vaelab.data.datasets import Split
-from vaelab.data.pipeline import load_data, resolve_device
+from vaelab.data.pipeline import load_data
 from vaelab.errors import VaelabError
 from vaelab.evaluation.latents import ACTIVE_UNIT_THRESHOLD, kl_per_dim
 from vaelab.fileio import atomic_write_json
