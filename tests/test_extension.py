@@ -86,3 +86,18 @@ def test_unregistered_names_are_refused_with_the_registered_ones_listed(capsys) 
     assert "bernoulli" in capsys.readouterr().err
     with pytest.raises(vaelab.VaelabError, match="prior: expected one of standard, mog, vamp"):
         vaelab.ModelConfig(prior="wide")
+
+
+class ScheduleFreeIwae(SampledKlElbo):
+    """An objective that declares warm-up and free bits meaningless for it."""
+
+    uses_kl_schedule = False
+
+
+def test_the_config_reads_an_objectives_kl_schedule_flag(registered, monkeypatch) -> None:
+    monkeypatch.setitem(OBJECTIVES, "schedule-free", ScheduleFreeIwae)
+    vaelab.TrainConfig(objective="sampled-kl", warmup_epochs=5, free_bits=0.1)  # the flag's default: allowed
+    with pytest.raises(vaelab.VaelabError, match="objective: schedule-free trains its bound as it is; .* apply to "
+                                                 "elbo, beta, sampled-kl"):
+        vaelab.TrainConfig(objective="schedule-free", warmup_epochs=5)
+    assert vaelab.TrainConfig(objective="schedule-free").objective == "schedule-free"

@@ -374,10 +374,13 @@ class TrainConfig:
             "iwae_samples",
             f"must be >= 1, got {self.iwae_samples}",
         )
+        from vaelab.bounds.objectives import OBJECTIVES
+
+        scheduled = [name for name, entry in OBJECTIVES.items() if entry.uses_kl_schedule]
         _require(
-            self.objective != "iwae" or (self.warmup_epochs == 0 and self.free_bits == 0),
+            OBJECTIVES[self.objective].uses_kl_schedule or (self.warmup_epochs == 0 and self.free_bits == 0),
             "objective",
-            "iwae trains the importance-weighted bound itself; KL warm-up and free bits apply to elbo and beta",
+            f"{self.objective} trains its bound as it is; KL warm-up and free bits apply to {', '.join(scheduled)}",
         )
         _require(self.alpha is None or self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")
         _require(self.precision in PRECISIONS, "precision", f"expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")

@@ -70,10 +70,11 @@ def penalised_kl(terms: BoundTerms, objective: Objective) -> torch.Tensor:
 
 class TrainingObjective:
     """A registry entry. ``closed_form_kl``: whether the estimator may use closed-form KLs (only for
-    objectives that average over z, not for ones that need the importance weights themselves)."""
+    objectives that average over z, not for ones that need the importance weights themselves).
+    ``uses_kl_schedule``: whether KL warm-up and free bits apply (the config refuses them otherwise)."""
 
     closed_form_kl = True
-    uses_kl_schedule = True  # KL warm-up, beta and free bits apply
+    uses_kl_schedule = True
 
     def samples(self, iwae_samples: int) -> int:
         """Importance samples per example this objective draws."""

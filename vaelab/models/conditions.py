@@ -60,10 +60,6 @@ class Condition:
         """Which entries of ``c`` are missing (same shape)."""
         return torch.isnan(c)
 
-    def missing_rows(self, c: torch.Tensor) -> torch.Tensor:
-        """``[N]`` bool: which examples miss (part of) their condition."""
-        return self.missing(c).reshape(c.shape[0], -1).any(-1)
-
     def hide_at_random(self, c: torch.Tensor, frac: float, rng: np.random.Generator) -> torch.Tensor:
         """``c`` with each entry hidden with probability ``frac``."""
         hidden = torch.from_numpy(rng.random(tuple(c.shape)) < frac)

@@ -58,10 +58,6 @@ class FactorisedLikelihood(Distribution):
     def _sum_event(self, per_dim: torch.Tensor) -> torch.Tensor:
         return per_dim.sum(dim=tuple(range(-self.event_ndims, 0)))
 
-    def total_log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """``log_prob(value).sum()``: the batch total, which subclasses may compute in one kernel."""
-        return self.log_prob(value).sum()
-
 
 class BernoulliLikelihood(FactorisedLikelihood):
     """Independent Bernoulli per dimension with ``logits``; ``log_prob`` = -BCE, computed on logits."""
@@ -81,9 +77,6 @@ class BernoulliLikelihood(FactorisedLikelihood):
         # instead of binary_cross_entropy_with_logits's several elementwise passes: about a quarter
         # faster, and the same number up to float rounding (a test holds it to torch.distributions).
         return self._sum_event(value * self.logits) - self._sum_event(F.softplus(self.logits))
-
-    def total_log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return (value * self.logits).sum() - F.softplus(self.logits).sum()
 
     def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None) -> torch.Tensor:
         probs = self.mean.expand(torch.Size(sample_shape) + self.logits.shape)
