@@ -38,7 +38,6 @@ from vaelab.views.images import image_grid
 MAP_POINTS = 2000  # test points drawn on the map: enough to see the clusters, light enough for a canvas
 DISPLAY_PIXELS = 192  # the decoded image's smaller side is upscaled to at least this
 Z_LIMIT = 1000.0  # |z_d| above this is a typo, not an exploration of N(0, I)
-ENCODE_BATCH = 1024  # examples per encoder call
 
 
 @dataclass(frozen=True)
