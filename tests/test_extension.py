@@ -88,14 +88,14 @@ def test_unregistered_names_are_refused_with_the_registered_ones_listed(capsys) 
         vaelab.ModelConfig(prior="wide")
 
 
-class ScheduleFreeIwae(SampledKlElbo):
-    """An objective that declares warm-up and free bits meaningless for it."""
+class ScheduleFreeElbo(SampledKlElbo):
+    """The sampled-KL ELBO declaring that KL warm-up and free bits do not apply to it."""
 
     uses_kl_schedule = False
 
 
 def test_the_config_reads_an_objectives_kl_schedule_flag(registered, monkeypatch) -> None:
-    monkeypatch.setitem(OBJECTIVES, "schedule-free", ScheduleFreeIwae)
+    monkeypatch.setitem(OBJECTIVES, "schedule-free", ScheduleFreeElbo)
     vaelab.TrainConfig(objective="sampled-kl", warmup_epochs=5, free_bits=0.1)  # the flag's default: allowed
     with pytest.raises(vaelab.VaelabError, match="objective: schedule-free trains its bound as it is; .* apply to "
                                                  "elbo, beta, sampled-kl"):
