@@ -19,23 +19,21 @@ RUNS = sorted(path.name for path in ZOO.iterdir() if path.is_dir())
 ROW = re.compile(r"^\| \[`zoo/([\w-]+)`\]\(zoo/\1\) \| [^|]+ \| ([\d.]+) ± ([\d.]+) \| ([\d.]+) \|$", re.MULTILINE)
 EVALUATION = "evaluation-test-K5000.json"
 MAX_RUN_BYTES = 8 * 1024**2
-
-
-def _readme_rows() -> dict[str, tuple[str, str]]:
-    return {name: (nll, error) for name, nll, error, _ in ROW.findall((ROOT / "README.md").read_text())}
+README = (ROOT / "README.md").read_text()
+README_ROWS = {name: (nll, error) for name, nll, error, _ in ROW.findall(README)}
 
 
 def test_the_readme_table_lists_every_zoo_run_and_nothing_else() -> None:
     assert RUNS, "zoo/ holds no runs"
-    assert sorted(_readme_rows()) == RUNS
+    assert sorted(README_ROWS) == RUNS
 
 
 @pytest.mark.parametrize("name", RUNS)
 def test_the_readme_figures_are_the_runs_own_evaluation(name: str) -> None:
     result = json.loads((ZOO / name / EVALUATION).read_text())
     assert (result["n"], result["iw_samples"], result["split"]) == (10_000, 5000, "test")  # the literature's protocol
-    assert _readme_rows()[name] == (f"{result['nll']:.2f}", f"{result['nll_standard_error']:.2f}")
-    commands = re.findall(rf"evaluate zoo/{name} --iw-samples 5000 .*# (?:reproduces )?([\d.]+)", (ROOT / "README.md").read_text())
+    assert README_ROWS[name] == (f"{result['nll']:.2f}", f"{result['nll_standard_error']:.2f}")
+    commands = re.findall(rf"evaluate zoo/{name} --iw-samples 5000 .*# (?:reproduces )?([\d.]+)", README)
     assert commands in ([], [f"{result['nll']:.2f}"])  # the evaluation command's comment, where there is one
 
 

@@ -376,12 +376,9 @@ class TrainConfig:
         )
         from vaelab.bounds.objectives import OBJECTIVES
 
-        scheduled = [name for name, entry in OBJECTIVES.items() if entry.uses_kl_schedule]
-        _require(
-            OBJECTIVES[self.objective].uses_kl_schedule or (self.warmup_epochs == 0 and self.free_bits == 0),
-            "objective",
-            f"{self.objective} trains its bound as it is; KL warm-up and free bits apply to {', '.join(scheduled)}",
-        )
+        if not OBJECTIVES[self.objective].uses_kl_schedule and (self.warmup_epochs or self.free_bits):
+            scheduled = ", ".join(name for name, entry in OBJECTIVES.items() if entry.uses_kl_schedule)
+            raise ConfigError("objective", f"{self.objective} trains its bound as it is; KL warm-up and free bits apply to {scheduled}")
         _require(self.alpha is None or self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")
         _require(self.precision in PRECISIONS, "precision", f"expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
