@@ -6,10 +6,12 @@ Python API (the CLI ``vaelab`` calls the same functions)::
     run = vaelab.train(dataset="digits", epochs=50, latent_dim=2)   # -> Run(model, config, path, metrics)
     run = vaelab.load("runs/digits-mlp-...")                          # model.encode / decode / prior
     q = run.model.encode(x)                                           # q(z|x), batch shape [B]
+    vaelab.compare_runs("runs/a", "runs/b")   # paired NLL difference of two evaluated runs, image by image
 """
 
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
+from vaelab.evaluation.comparison import compare_runs
 from vaelab.evaluation.evidence import evaluate
 from vaelab.models.vae import VAE
 from vaelab.bounds.estimator import elbo
@@ -24,6 +26,7 @@ __all__ = [
     "TrainConfig",
     "VAE",
     "VaelabError",
+    "compare_runs",
     "elbo",
     "evaluate",
     "load",

@@ -31,6 +31,7 @@ from vaelab.bounds.estimator import elbo, evaluation_terms_at
 from vaelab.data.datasets import Split
 from vaelab.data.pipeline import load_data
 from vaelab.errors import VaelabError
+from vaelab.evaluation.comparison import example_fingerprints, per_example_path, save_per_example
 from vaelab.evaluation.latents import ACTIVE_UNIT_THRESHOLD, kl_per_dim
 from vaelab.fileio import atomic_write_json
 from vaelab.models.latents import reparameterize
@@ -127,6 +128,7 @@ def evaluate(
     max_floats: int = DEFAULT_MAX_FLOATS,
     c: torch.Tensor | None = None,
     processes: Processes = Processes(),
+    per_example: bool = False,
 ) -> dict[str, Any]:
     """Negative ELBO, IW_K negative log-likelihood, bits/dim, KL, active units of ``model`` on ``data``.
 
@@ -138,7 +140,9 @@ def evaluate(
     ``seed`` fixes the importance samples: batch b of 256 examples draws them from a generator seeded
     by (seed, b), so the figures do not depend on how the batches are shared out. Under torchrun
     (``processes``) each process evaluates every world_size-th batch and all gather the per-example
-    terms: the result equals one process's up to float rounding.
+    terms: the result equals one process's up to float rounding. ``per_example`` adds
+    ``"per_example"``: each example's ``nll`` and ``negative_elbo``, ``[N]`` tensors (paired comparisons
+    of two models on the same images, ``evaluation/comparison.py``).
     """
     x = getattr(data, "x", data)
     if c is None and model.conditional and isinstance(data, Split):
@@ -181,6 +185,7 @@ def evaluate(
     kl = terms["kl"].mean().item()
     means = terms["posterior_mean"]
     mean_variance = means.var(dim=0, unbiased=True) if n > 1 else torch.zeros_like(means[0])
+    per_example_terms = {"nll": nll_per_example, "negative_elbo": terms["kl"] - terms["log_px_z"]}
     return {
         "negative_elbo": reconstruction + kl,
         "nll": nll,
@@ -198,6 +203,7 @@ def evaluate(
         "posterior_mean_variance": mean_variance.tolist(),
         "n": n,
         "seconds": seconds,
+        **({"per_example": per_example_terms} if per_example else {}),
     }
 
 
@@ -218,7 +224,8 @@ def evaluate_run(
     progress: bool = False,
 ) -> dict[str, Any]:
     """:func:`evaluate` on a split of a run's own data pipeline; also saved in the run directory as
-    :func:`evaluation_path` says. ``limit`` takes the first N examples of the split in their stored order.
+    :func:`evaluation_path` says, with each example's NLL and negative ELBO beside it (the per-example
+    file of ``evaluation/comparison.py``). ``limit`` takes the first N examples of the split in their stored order.
     Started by torchrun, the processes share the batches out and rank 0 writes the file.
     """
     with session(device) as processes:
@@ -234,14 +241,20 @@ def _evaluate_run(run_dir: str | os.PathLike, split: str, iw_samples: int, limit
         part = Split(*(None if t is None else t[:limit] for t in (part.x, part.y, part.c)))
     if part.x.shape[0] == 0:
         raise VaelabError(f"{run_dir}: the {split} split is empty")
+    result = evaluate(run.model, part, iw_samples, seed=seed, progress=progress, processes=processes, per_example=True)
+    per_example = result.pop("per_example")
+    json_path = evaluation_path(run_dir, split, iw_samples, limit)
     result = {
-        **evaluate(run.model, part, iw_samples, seed=seed, progress=progress, processes=processes),
+        **result,
         "split": split,
         "dataset": run.config.data.dataset,
         "binarize": run.config.data.binarize,
         "seed": seed,
         "epochs_trained": run.metrics[-1]["epoch"] if run.metrics else None,
+        "per_example_file": per_example_path(json_path).name,
     }
     if processes.is_main:
-        atomic_write_json(evaluation_path(run_dir, split, iw_samples, limit), result)
+        about = {key: str(result[key]) for key in ("dataset", "binarize", "split", "iw_samples", "seed", "n")}
+        save_per_example(per_example_path(json_path), per_example, example_fingerprints(part.x), about)
+        atomic_write_json(json_path, result)
     return result
