@@ -89,7 +89,7 @@ def find_per_example(run_dir: Path, split: str, iw_samples: int) -> Path:
     candidates = []
     for path in run_dir.glob(f"evaluation-{split}*-K{iw_samples}{SUFFIX}"):
         match = _NAME.fullmatch(path.name)
-        if match and match["split"] == split and int(match["k"]) == iw_samples:
+        if match:  # the glob's * may also match names that are not ours
             candidates.append((math.inf if match["limit"] is None else int(match["limit"]), path))
     if not candidates:
         raise VaelabError(f"{run_dir}: no per-example evaluation of the {split} split at K = {iw_samples}; "

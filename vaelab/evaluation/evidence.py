@@ -244,6 +244,7 @@ def _evaluate_run(run_dir: str | os.PathLike, split: str, iw_samples: int, limit
     result = evaluate(run.model, part, iw_samples, seed=seed, progress=progress, processes=processes, per_example=True)
     per_example = result.pop("per_example")
     json_path = evaluation_path(run_dir, split, iw_samples, limit)
+    per_example_file = per_example_path(json_path)
     result = {
         **result,
         "split": split,
@@ -251,10 +252,10 @@ def _evaluate_run(run_dir: str | os.PathLike, split: str, iw_samples: int, limit
         "binarize": run.config.data.binarize,
         "seed": seed,
         "epochs_trained": run.metrics[-1]["epoch"] if run.metrics else None,
-        "per_example_file": per_example_path(json_path).name,
+        "per_example_file": per_example_file.name,
     }
     if processes.is_main:
         about = {key: str(result[key]) for key in ("dataset", "binarize", "split", "iw_samples", "seed", "n")}
-        save_per_example(per_example_path(json_path), per_example, example_fingerprints(part.x), about)
+        save_per_example(per_example_file, per_example, example_fingerprints(part.x), about)
         atomic_write_json(json_path, result)
     return result
