@@ -78,6 +78,7 @@ def test_model_size_is_checked_before_anything_is_allocated():
     from vaelab.models.vae import VAE
 
     for settings in ({}, {"arch": "conv", "input_shape": (1, 28, 28)}, {"hidden": (64, 32), "stochastic_layers": 2},
+                     {"hidden": (64, 32), "stochastic_layers": 3, "hierarchy": "hvae", "arch": "gated"},
                      {"likelihood": "gaussian", "input_shape": (10,)}):
         config = ModelConfig(**{"input_shape": (1, 8, 8), "likelihood": "bernoulli", **settings})
         true = sum(p.numel() for p in VAE(config).parameters())

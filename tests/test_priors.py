@@ -107,6 +107,8 @@ def test_prior_specs_parse(spec):
     {"prior": "vamp:8"},
     {"stochastic_layers": 2, "latent_dim": 2},
     {"stochastic_layers": 2, "prior": "vamp:8", "arch": "gated"},
+    {"stochastic_layers": 2, "prior": "vamp:8", "arch": "gated", "hierarchy": "hvae"},
+    {"stochastic_layers": 3, "arch": "conv", "hierarchy": "hvae"},
 ])
 def test_every_command_and_view_works_with_the_model(tmp_path, settings):
     out = tmp_path / "run"

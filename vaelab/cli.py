@@ -112,6 +112,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--gaussian-scale", type=float, help="fixed sigma of the gaussian likelihood (default: learned)")
     model.add_argument("--prior", metavar="SPEC", help=f"p(z): standard, mog:K (learned mixture) or vamp:K (VampPrior, K pseudo-inputs) (default: {m.prior})")
     model.add_argument("--stochastic-layers", type=int, metavar="L", help=f"latent layers, each of --latent-dim; L > 1 is a top-down hierarchical VAE (default: {m.stochastic_layers})")
+    model.add_argument("--hierarchy", choices=registry_names("hierarchy"),
+                       help="how stochastic layers connect: ladder (shared top-down features, the decoder reads z_1) or hvae "
+                            f"(Tomczak & Welling's HVAE: separate networks, the decoder reads every layer) (default: {m.hierarchy})")
     model.add_argument("--condition", choices=registry_names("condition"),
                        help=f"condition encoder and decoder on the class label or on continuous covariates (default: {m.condition})")
     model.add_argument("--classifier", choices=("shared", "separate"),
@@ -150,6 +153,7 @@ SETTINGS = (
     "likelihood", "gaussian_scale", "epochs", "batch_size", "lr", "grad_clip", "early_stopping",
     "seed", "device", "labelled", "missing_frac", "condition", "objective", "beta", "warmup_epochs",
     "free_bits", "iwae_samples", "alpha", "precision", "compile", "classifier", "prior", "stochastic_layers",
+    "hierarchy",
     "lr_schedule", "lr_min", "mixture_components",
 )
 

@@ -51,6 +51,8 @@ def registry_names(kind: str) -> tuple[str, ...]:
         from vaelab.models.conditions import CONDITIONS as registry
     elif kind == "prior":
         from vaelab.models.priors import PRIORS as registry
+    elif kind == "hierarchy":
+        from vaelab.models.hierarchies import HIERARCHIES as registry
     else:
         assert kind == "objective", kind
         from vaelab.bounds.objectives import OBJECTIVES as registry
@@ -254,6 +256,7 @@ class ModelConfig:
     classifier: str = "shared"  # M2's q(y|x): "shared" reads the encoder's hidden layers, "separate" is its own network
     prior: str = "standard"  # p(z) on the top layer: standard | mog:K (learned mixture) | vamp:K (VampPrior)
     stochastic_layers: int = 1  # latent layers of latent_dim each; > 1 is a top-down hierarchical VAE
+    hierarchy: str = "ladder"  # how layers connect when stochastic_layers > 1: a name in models/hierarchies.py
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -287,6 +290,7 @@ class ModelConfig:
             "stochastic_layers",
             f"must be in 1..{MAX_STOCHASTIC_LAYERS}, got {self.stochastic_layers}",
         )
+        _one_of(self.hierarchy, "hierarchy")
 
         _require(self.classifier in CLASSIFIERS, "classifier", f"expected one of {', '.join(CLASSIFIERS)}, got {self.classifier!r}")
         for setting in ("class_names", "covariate_names"):

@@ -77,7 +77,7 @@ def decoder_floats_per_sample(model: VAE) -> int:
         with torch.no_grad():
             like = {"device": model.device, "dtype": model.dtype}
             condition = torch.zeros(1, model.condition_dim, **like) if model.conditional else None
-            model.decoder_net(torch.zeros(1, model.latent_dim, **like), condition)
+            model.decoder_net(torch.zeros(1, model.decoder_net.latent_dim, **like), condition)
     finally:
         for hook in hooks:
             hook.remove()

@@ -56,7 +56,7 @@ def hidden_block(n_in: int, n_out: int, gated: bool = False) -> nn.Module:
     return GatedDense(n_in, n_out) if gated else nn.Sequential(nn.Linear(n_in, n_out), nn.ReLU())
 
 
-def _with_condition(h: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+def with_condition(h: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
     """``h: [..., F]`` with the condition ``[..., C]`` appended, both broadcast to common leading dims."""
     if condition is None:
         return h
@@ -87,7 +87,7 @@ class Encoder(nn.Module):
     def from_features(self, h: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """The output given :meth:`features_of` ``h: [..., n_features]`` and the condition ``[..., C]``;
         leading dims broadcast, so M2 reads each example's features once for every class."""
-        return self.head(_with_condition(h, condition))
+        return self.head(with_condition(h, condition))
 
 
 class Decoder(nn.Module):
@@ -110,7 +110,7 @@ class Decoder(nn.Module):
         self.output_shape = tuple(output_shape)
 
     def forward(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        zc = _with_condition(z, condition)
+        zc = with_condition(z, condition)
         h = self.head(zc)
         lead = h.shape[:-1]
         out = self.body(h.reshape(-1, h.shape[-1]))

@@ -3,13 +3,11 @@
 Kingma & Welling (2014): an encoder network gives a diagonal Gaussian q_phi(z|x); z is drawn with the
 reparameterisation z = mu + sigma * eps, eps ~ N(0, I); a decoder network gives p_theta(x|z). A
 conditional VAE (Sohn et al. 2015) feeds a condition c to both networks (``models/conditions.py``).
-With ``stochastic_layers = L > 1`` the model is hierarchical, in the style of the Ladder VAE
-(Sønderby et al. 2016) and Tomczak & Welling's HVAE: a deterministic bottom-up path d_1..d_L reads x;
-inference and generation then run top-down with shared top-down features t_l = f_l(z_{l+1}),
-
-    q(z_L|x) from d_L,   q(z_l|x, z_{l+1}) from [d_l, t_l],   p(z_l|z_{l+1}) from t_l,   p(x|z_1, c),
-
-and the prior of ``models/priors.py`` (standard, mog:K, vamp:K) sits on the top layer.
+With ``stochastic_layers = L > 1`` the model is hierarchical: inference and generation run top-down,
+q(z_L|x) prod_l q(z_l|x, z_{l+1}) and p(z_L) prod_l p(z_l|z_{l+1}) p(x|z), wired as
+``models/hierarchies.py``'s ``--hierarchy`` says (``ladder``: the Ladder VAE's shared top-down
+features; ``hvae``: Tomczak & Welling's HVAE), with the prior of ``models/priors.py`` (standard,
+mog:K, vamp:K) on the top layer.
 
 **The model interface** — everything downstream (bounds, evaluation, plots, the explorer, the CLI)
 uses only these, and they return ``torch.distributions.Distribution`` objects:
@@ -39,22 +37,11 @@ from torch.distributions import Categorical, Distribution
 
 from vaelab.config import ConfigError, ModelConfig
 from vaelab.models.conditions import condition_for
-from vaelab.models.latents import MIN_SCALE, Chain, diagonal_normal, sample
+from vaelab.models.hierarchies import HIERARCHIES, TopDownPrior, full_precision, gaussian
+from vaelab.models.latents import MIN_SCALE, sample
 from vaelab.models.likelihoods import build_likelihood, parameter_shape
-from vaelab.models.networks import build_decoder, build_encoder, hidden_block, ARCHITECTURES
+from vaelab.models.networks import build_decoder, build_encoder
 from vaelab.models.priors import build_prior
-
-
-def _full_precision(t: torch.Tensor) -> torch.Tensor:
-    """Network outputs in fp32 when autocast made them bf16/fp16: distributions are computed in full precision."""
-    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
-
-
-def _gaussian(params: torch.Tensor) -> Distribution:
-    """A diagonal Gaussian from ``[..., 2D]``: mean and pre-softplus scale (softplus cannot overflow
-    as exp(log-variance) can)."""
-    loc, raw_scale = _full_precision(params).chunk(2, dim=-1)
-    return diagonal_normal(loc, F.softplus(raw_scale) + MIN_SCALE)
 
 
 class VAE(nn.Module):
@@ -72,12 +59,15 @@ class VAE(nn.Module):
         self.layers = config.stochastic_layers
         latent = config.latent_dim
         shared_classifier = config.infer_missing and self.condition.is_label and config.classifier == "shared"
+        likelihood = build_likelihood(config)
+        output_shape = parameter_shape(likelihood, tuple(config.input_shape))
+        self.hierarchy = HIERARCHIES[config.hierarchy]
         if self.layers == 1:
             self.encoder_net = build_encoder(config, 2 * latent, self.condition_dim, condition_last=shared_classifier)
+            decoder = build_decoder(config, output_shape, self.condition_dim)
         else:
-            self._build_ladder(config, shared_classifier)
-        likelihood = build_likelihood(config)
-        self.decoder_net = build_decoder(config, parameter_shape(likelihood, tuple(config.input_shape)), self.condition_dim)
+            decoder = self.hierarchy.build(self, config, output_shape, self.condition_dim, shared_classifier)
+        self.decoder_net = decoder
         self.likelihood = likelihood  # registered after the decoder: parameter order as in release 0.1
         self.event_ndims = len(config.input_shape)
         self.prior_module = build_prior(config.prior, latent, tuple(config.input_shape))
@@ -87,21 +77,6 @@ class VAE(nn.Module):
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # follows .to(): device and dtype
         self._features: tuple[torch.Tensor, torch.Tensor] | None = None
         self.condition.add_modules(self)
-
-    def _build_ladder(self, config: ModelConfig, shared_classifier: bool) -> None:
-        """Bottom-up path, top-down blocks and the heads of q and p for L > 1 layers."""
-        width = config.hidden[-1] if config.hidden else 2 * config.latent_dim
-        gated = ARCHITECTURES[config.arch].gated
-        latent, layers = config.latent_dim, config.stochastic_layers
-        # d_1 = encoder(x, c): the architecture's features and hidden layers, ending in a hidden block.
-        self.encoder_net = build_encoder(config, width, self.condition_dim, condition_last=shared_classifier,
-                                         hidden=config.hidden[:-1])
-        self.bottom_up = nn.ModuleList(hidden_block(width, width, gated) for _ in range(layers))  # d_l
-        self.top_down = nn.ModuleList(hidden_block(latent, width, gated) for _ in range(layers - 1))  # t_l = f(z_{l+1})
-        self.posterior_heads = nn.ModuleList(
-            nn.Linear(width if l == layers - 1 else 2 * width, 2 * latent) for l in range(layers)
-        )
-        self.prior_heads = nn.ModuleList(nn.Linear(width, 2 * latent) for _ in range(layers - 1))
 
     # --- the interface ------------------------------------------------------------------------
 
@@ -136,7 +111,7 @@ class VAE(nn.Module):
     def prior(self) -> Distribution:
         """p(z), event ``[latent_size]``: the configured prior (on the top layer of a hierarchy)."""
         top = self.prior_module(self)
-        return top if self.layers == 1 else _LadderPrior(self, top)
+        return top if self.layers == 1 else TopDownPrior(self, top, self.hierarchy.prior_layer(self))
 
     def prior_for(self, c: torch.Tensor | None = None) -> Distribution:
         """p(z|c): vaelab's conditional models keep p(z) independent of c (Sohn et al.'s simplest CVAE)."""
@@ -144,23 +119,23 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
         """q(z|x, c), batch shape the broadcast of ``x.shape[:-len(input_shape)]`` and c's leading dims."""
-        d = self.encoder_net.from_features(self._features_of(x), self.condition_vector(c))
+        features, condition = self._features_of(x), self.condition_vector(c)
         if self.layers == 1:
-            return _gaussian(d)
-        return _LadderPosterior(self, self._bottom_up(d))
+            return gaussian(self.encoder_net.from_features(features, condition))
+        return self.hierarchy.posterior(self, features, condition)
 
     def decode(self, z: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
         """p(x|z, c) for every z in ``z: [..., latent_size]``; batch shape ``z.shape[:-1]``."""
-        z_1 = z[..., : self.latent_dim]
-        params = _full_precision(self.decoder_net(z_1, self.condition_vector(c)))
+        reads = z if self.layers == 1 else self.hierarchy.decoder_input(self, z)
+        params = full_precision(self.decoder_net(reads, self.condition_vector(c)))
         return self.likelihood(params, self.event_ndims)
 
     def top_posterior(self, x: torch.Tensor) -> Distribution:
         """q(z_L|x) of the top layer for an unconditional model: the VampPrior's components."""
-        d = self.encoder_net.from_features(self._features_of(x), None)
+        features = self._features_of(x)
         if self.layers == 1:
-            return _gaussian(d)
-        return _gaussian(self.posterior_heads[-1](self._bottom_up(d)[-1]))
+            return gaussian(self.encoder_net.from_features(features, None))
+        return self.hierarchy.top_posterior(self, features)
 
     def classify(self, x: torch.Tensor) -> Categorical:
         """q(y|x) (label models trained with missing labels)."""
@@ -170,7 +145,7 @@ class VAE(nn.Module):
             logits = self.label_net(x)
         else:
             raise ValueError("this model has no q(y|x): it was trained with every label observed")
-        return Categorical(logits=_full_precision(logits), validate_args=False)
+        return Categorical(logits=full_precision(logits), validate_args=False)
 
     def covariate_posterior(self, x: torch.Tensor, c: torch.Tensor) -> Distribution:
         """q(c|x, c_observed) in standard units, batch ``[B]``, event ``[K]``; NaN in ``c`` = missing."""
@@ -179,7 +154,7 @@ class VAE(nn.Module):
         observed = ~torch.isnan(c)
         standard = torch.where(observed, self.condition_vector(torch.nan_to_num(c)), 0.0)
         params = self.covariate_net(x, torch.cat((standard, observed.to(standard.dtype)), -1))
-        loc, raw_scale = _full_precision(params).chunk(2, -1)
+        loc, raw_scale = full_precision(params).chunk(2, -1)
         return torch.distributions.Normal(loc, F.softplus(raw_scale) + MIN_SCALE, validate_args=False)
 
     @contextlib.contextmanager
@@ -224,97 +199,3 @@ class VAE(nn.Module):
         if self._features is not None and self._features[0] is x:
             return self._features[1]
         return self.encoder_net.features_of(x)
-
-    def _bottom_up(self, d: torch.Tensor) -> list[torch.Tensor]:
-        """d_1..d_L from the encoder's output ``d: [..., width]``."""
-        ds = []
-        for block in self.bottom_up:
-            d = block(d)
-            ds.append(d)
-        return ds
-
-
-class _LadderPosterior(Chain):
-    """q(z|x) of a hierarchical model: q(z_L|d_L) prod_l q(z_l|d_l, t_l(z_{l+1})), bottom-up features fixed.
-
-    Evaluation draws thousands of z per image and then needs the conditionals at exactly those z
-    (log q for the importance weights, the KL per layer). Both are per-sample networks, the cost of a
-    hierarchy beside its decoder, so two things are done once: the part of each layer's head that
-    reads d_l (the head is linear in [d_l, t_l], so its d_l columns apply per image, not per sample),
-    and the conditionals met while sampling, kept for the z that :meth:`reparameterize` returned
-    (unless that tensor has been changed in place since).
-    """
-
-    def __init__(self, model: VAE, ds: list[torch.Tensor]) -> None:
-        self.model, self.ds = model, ds
-        super().__init__((model.latent_dim,) * model.layers, ds[0].shape[:-1])
-        self.device, self.dtype = ds[0].device, _full_precision(ds[0]).dtype
-        width = ds[0].shape[-1]
-        self.head_of_d = [  # W_d d_l + b for the layers below the top, whose heads also read t_l
-            F.linear(d, head.weight[:, :width], head.bias) for d, head in zip(ds[:-1], model.posterior_heads[:-1])
-        ]
-        self._sampled: tuple[torch.Tensor, int, list[Distribution]] | None = None  # z, its version, q_l
-
-    def _layer(self, l: int, z_above: torch.Tensor | None) -> Distribution:
-        model = self.model
-        if z_above is None:
-            return _gaussian(model.posterior_heads[l](self.ds[l]))
-        t = model.top_down[l](z_above)
-        head = model.posterior_heads[l]
-        return _gaussian(F.linear(t, head.weight[:, self.ds[l].shape[-1]:]) + self.head_of_d[l])
-
-    def conditionals(self, z: torch.Tensor) -> list[Distribution]:
-        if self._sampled is not None and self._sampled[0] is z and self._sampled[1] == z._version:
-            return self._sampled[2]
-        zs = z.split(self.layer_sizes, -1)
-        top = len(zs) - 1
-        return [self._layer(l, None if l == top else zs[l + 1]) for l in range(len(zs))]
-
-    def reparameterize(self, eps: torch.Tensor) -> torch.Tensor:
-        eps_layers = eps.split(self.layer_sizes, -1)
-        zs: list[torch.Tensor] = [None] * len(eps_layers)  # type: ignore[list-item]
-        layers: list[Distribution] = [None] * len(eps_layers)  # type: ignore[list-item]
-        for l in reversed(range(len(eps_layers))):
-            q = self._layer(l, None if l == len(eps_layers) - 1 else zs[l + 1])
-            layers[l] = q
-            zs[l] = q.base_dist.loc + q.base_dist.scale * eps_layers[l]
-            if l < len(eps_layers) - 1 and zs[l].shape != zs[l + 1].shape:
-                zs[l + 1] = zs[l + 1].expand_as(zs[l])
-        z = torch.cat(zs, -1)
-        # kept with the count of z's in-place changes (inference-mode tensors keep none: not kept)
-        self._sampled = None if z.is_inference() else (z, z._version, layers)
-        return z
-
-    @property
-    def mean(self) -> torch.Tensor:
-        """Layer means taken top-down at the means of the layers above (a point, not E_q[z])."""
-        return self.reparameterize(torch.zeros(*self.batch_shape, *self.event_shape, device=self.device, dtype=self.dtype))
-
-
-class _LadderPrior(Chain):
-    """p(z) of a hierarchical model: the configured prior on z_L, prod_l p(z_l|t_l(z_{l+1})) below it."""
-
-    def __init__(self, model: VAE, top: Distribution) -> None:
-        self.model, self.top = model, top
-        super().__init__((model.latent_dim,) * model.layers, torch.Size())
-        self.device, self.dtype = model.device, model.dtype
-
-    def _layer(self, l: int, z_above: torch.Tensor) -> Distribution:
-        return _gaussian(self.model.prior_heads[l](self.model.top_down[l](z_above)))
-
-    def conditionals(self, z: torch.Tensor) -> list[Distribution]:
-        zs = z.split(self.layer_sizes, -1)
-        return [*(self._layer(l, zs[l + 1]) for l in range(len(zs) - 1)), self.top]
-
-    def reparameterize(self, eps: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError("the top prior may be a mixture: draw with sample_with(n, generator)")
-
-    def sample_with(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        zs = [sample(self.top, n, generator)]
-        for l in reversed(range(len(self.layer_sizes) - 1)):
-            zs.insert(0, sample(self._layer(l, zs[0]), 1, generator)[0])
-        return torch.cat(zs, -1)
-
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        n = int(torch.Size(sample_shape).numel())
-        return self.sample_with(n, None).reshape(*sample_shape, *self.event_shape)
