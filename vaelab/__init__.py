@@ -7,6 +7,7 @@ Python API (the CLI ``vaelab`` calls the same functions)::
     run = vaelab.load("runs/digits-mlp-...")                          # model.encode / decode / prior
     q = run.model.encode(x)                                           # q(z|x), batch shape [B]
     vaelab.compare_runs("runs/a", "runs/b")   # paired NLL difference of two evaluated runs, image by image
+    vaelab.export_run("runs/a", "shared/a", half=True)   # a copy to share: no training state, float16 weights
 """
 
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -15,7 +16,7 @@ from vaelab.evaluation.comparison import compare_runs
 from vaelab.evaluation.evidence import evaluate
 from vaelab.models.vae import VAE
 from vaelab.bounds.estimator import elbo
-from vaelab.rundir import Run, load
+from vaelab.rundir import Run, export_run, load
 from vaelab.training.run import train
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "compare_runs",
     "elbo",
     "evaluate",
+    "export_run",
     "load",
     "train",
 ]

@@ -397,6 +397,28 @@ def _compare(args: argparse.Namespace) -> None:
               f"B lower on {100 * r['b_lower_fraction']:.0f}% of examples")
 
 
+def _add_export_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "export",
+        help="copy a trained model to share: no optimizer state, optionally float16 weights",
+        description="Write a new run directory OUT with the model of RUN (config, weights, metrics, summary, "
+        "data provenance, evaluations) and none of its training state, as the model zoo's entries are. "
+        "--half stores the weights as float16 (half the bytes; loading widens them exactly); the evaluations "
+        "are then left out, since they describe the float32 weights: run vaelab evaluate OUT.",
+    )
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory to export")
+    p.add_argument("out", type=Path, metavar="OUT", help="new directory to write (must not exist)")
+    p.add_argument("--half", action="store_true", help="store the weights as float16")
+    p.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from vaelab.rundir import export_run
+
+    written = export_run(args.run, args.out, half=args.half)
+    print(f"{args.out}: {', '.join(written)}")
+
+
 def _add_quality_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "quality",
@@ -582,6 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_em_parser(commands)
     _add_evaluate_parser(commands)
     _add_compare_parser(commands)
+    _add_export_parser(commands)
     _add_quality_parser(commands)
     _add_datasets_parser(commands)
     _add_explore_parser(commands)

@@ -374,6 +374,7 @@ def build_model(config: RunConfig, weights: dict[str, torch.Tensor], source: Pat
     model = VAE(config.model)
     weights = upgrade_weights(weights, config.model, fmt)
     check_weights(weights, model.state_dict(), source)
+    weights = {name: t.float() if t.dtype == torch.float16 else t for name, t in weights.items()}
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
@@ -384,7 +385,8 @@ def build_model(config: RunConfig, weights: dict[str, torch.Tensor], source: Pat
 
 def check_weights(weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: Path) -> None:
     """The tensors of ``source`` are exactly those the config's model has: the same names, shapes
-    and dtypes (``load_state_dict`` would silently convert float64 to float32), and finite values.
+    and dtypes (``load_state_dict`` would silently convert float64 to float32; float16 where float32 is
+    expected is an exported copy, see :func:`export_run`, and widens exactly), and finite values.
     The first difference is a one-line error naming the file and the tensor."""
     missing = [name for name in expected if name not in weights]
     extra = [name for name in weights if name not in expected]
@@ -399,7 +401,7 @@ def check_weights(weights: dict[str, torch.Tensor], expected: dict[str, torch.Te
         if tuple(tensor.shape) != tuple(want.shape):
             raise VaelabError(f"{source}: tensor {name!r} has shape {list(tensor.shape)}, but {CONFIG} "
                               f"needs {list(want.shape)} (was the config edited?)")
-        if tensor.dtype != want.dtype:
+        if tensor.dtype != want.dtype and not (tensor.dtype == torch.float16 and want.dtype == torch.float32):
             raise VaelabError(f"{source}: tensor {name!r} is {str(tensor.dtype).removeprefix('torch.')}, "
                               f"expected {str(want.dtype).removeprefix('torch.')}")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
@@ -417,3 +419,46 @@ def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
     model.eval()
     return Run(model=model, config=config, path=path, metrics=read_metrics(path))
 
+
+
+def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, half: bool = False) -> list[str]:
+    """Write a new run directory ``out`` holding what is needed to use and judge the model of ``run_dir``
+    (config, weights, metrics, summary, data provenance and, unless ``half``, its evaluations) and
+    nothing of its training state: a copy to share, as the model zoo's entries are. Returns the names written.
+
+    ``half`` stores the float32 weights as float16 (half the bytes; loading widens them back exactly,
+    so the exported model is the rounded one). Its evaluations are then not copied: they describe the
+    float32 weights, and ``vaelab evaluate OUT`` measures the exported model. Written in the current
+    run format; ``out`` must not exist yet (or be empty): export never overwrites.
+    """
+    source = check_run_dir(run_dir)
+    target = Path(out)
+    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
+        raise VaelabError(f"{target}: already exists; vaelab export writes a new directory")
+    run = load(source)
+    weights = run.model.state_dict()
+    if half:
+        limit = torch.finfo(torch.float16).max
+        for name, tensor in weights.items():
+            if tensor.dtype == torch.float32 and bool((tensor.abs() > limit).any()):
+                raise VaelabError(f"{source / MODEL}: tensor {name!r} holds values beyond float16's range "
+                                  f"(+-{limit:.0f}); export without --half")
+        weights = {name: t.half() if t.dtype == torch.float32 else t for name, t in weights.items()}
+    evaluations = [] if half else sorted(
+        path for path in source.iterdir()
+        if path.is_file() and re.fullmatch(r"evaluation-[\w-]+\.(json|per-example\.safetensors)", path.name)
+    )
+    target.mkdir(parents=True, exist_ok=True)
+    save_config(target, run.config)
+    _write_safetensors(target / MODEL, weights, {"format": "vaelab-model-1"})
+    save_metrics(target, run.metrics)
+    written = [CONFIG, MODEL, METRICS]
+    for name in (SUMMARY, DATA):
+        if (source / name).is_file():
+            atomic_write_bytes(target / name, read_file_hashed(source / name, "a JSON file", MAX_JSON_BYTES)[0])
+            written.append(name)
+    for path in evaluations:
+        limit = MAX_SAFETENSORS_BYTES if path.suffix == ".safetensors" else MAX_JSON_BYTES
+        atomic_write_bytes(target / path.name, read_file_hashed(path, "an evaluation file", limit)[0])
+        written.append(path.name)
+    return written
