@@ -358,7 +358,7 @@ def _safetensors_defects(file: str, prefix: str) -> dict[str, Callable[[Path, Pa
         "header-deep": header(b"[" * DEEP),
         "header-offsets-out-of-file": header(json.dumps({"w": {"dtype": "F32", "shape": [1000], "data_offsets": [0, 4000]}}).encode()),
         "float64": _edit_tensors(file, _set_first(prefix, lambda t: t.double())),
-        "float16": _edit_tensors(file, _set_first(prefix, lambda t: t.half())),
+        "bfloat16": _edit_tensors(file, _set_first(prefix, lambda t: t.bfloat16())),  # float16 is what export --half writes: it loads
         "int-weights": _edit_tensors(file, _set_first(prefix, lambda t: t.to(torch.int32))),
         "nan": _edit_tensors(file, _set_first(prefix, _with_nan)),
         "inf": _edit_tensors(file, _set_first(prefix, _with_inf)),
