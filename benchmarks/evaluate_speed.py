@@ -38,7 +38,7 @@ def decoder_floor(model: vaelab.VAE, images: int, iw_samples: int) -> float:
     chunk = max(1, min(iw_samples, DEFAULT_MAX_FLOATS // (batch * decoder_floats_per_sample(model))))
     z = torch.randn(chunk * batch, model.latent_size, device=model.device, dtype=model.dtype)
     condition = torch.zeros(chunk * batch, model.condition_dim) if model.conditional else None
-    reads = z if model.layers == 1 else model.hierarchy.decoder_input(model, z)  # an HVAE's decoder reads every layer
+    reads = model.decoder_input(z)  # an HVAE's decoder reads every layer
     per_chunk = products_seconds(recorded_products(model, lambda: model.decoder_net(reads, condition)))
     return per_chunk * (images / batch) * (iw_samples / chunk)
 

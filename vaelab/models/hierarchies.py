@@ -210,10 +210,7 @@ class _JointBlock(nn.Module):
 
     def forward(self, x_part: torch.Tensor, h_z: torch.Tensor) -> torch.Tensor:
         pre = F.linear(h_z, self.linear().weight[:, self.width:]) + x_part
-        if isinstance(self.block, GatedDense):
-            value, gate = pre.chunk(2, dim=-1)
-            return value * torch.sigmoid(gate)
-        return torch.relu(pre)
+        return GatedDense.activate(pre) if isinstance(self.block, GatedDense) else torch.relu(pre)
 
 
 def _build_hvae(model: VAE, config: ModelConfig, output_shape: tuple[int, ...], condition_dim: int,

@@ -34,7 +34,12 @@ class GatedDense(nn.Module):
         self.linear = nn.Linear(n_in, 2 * n_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        value, gate = self.linear(x).chunk(2, dim=-1)
+        return self.activate(self.linear(x))
+
+    @staticmethod
+    def activate(pre: torch.Tensor) -> torch.Tensor:
+        """The gating of the fused product's output ``[..., 2 n_out]`` (for callers that form the product in parts)."""
+        value, gate = pre.chunk(2, dim=-1)
         return value * torch.sigmoid(gate)
 
 

@@ -126,9 +126,12 @@ class VAE(nn.Module):
 
     def decode(self, z: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
         """p(x|z, c) for every z in ``z: [..., latent_size]``; batch shape ``z.shape[:-1]``."""
-        reads = z if self.layers == 1 else self.hierarchy.decoder_input(self, z)
-        params = full_precision(self.decoder_net(reads, self.condition_vector(c)))
+        params = full_precision(self.decoder_net(self.decoder_input(z), self.condition_vector(c)))
         return self.likelihood(params, self.event_ndims)
+
+    def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
+        """What ``decoder_net`` reads of ``z: [..., latent_size]``: z itself, or what the hierarchy's wiring makes of it."""
+        return z if self.layers == 1 else self.hierarchy.decoder_input(self, z)
 
     def top_posterior(self, x: torch.Tensor) -> Distribution:
         """q(z_L|x) of the top layer for an unconditional model: the VampPrior's components."""
