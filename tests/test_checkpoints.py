@@ -42,6 +42,23 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts_in_the_same_out(tmp_
         vaelab.train(out=out, progress=False, **tiny_settings(epochs=1))
 
 
+def test_a_run_killed_inside_its_first_write_restarts_in_the_same_out(tmp_path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".config.json.k7q2.tmp").write_text('{"form')  # the kill fell inside the write of config.json
+    run = vaelab.train(out=out, progress=False, **tiny_settings(epochs=1))
+    assert run.metrics[-1]["epoch"] == 1 and not list(out.glob(".*.tmp"))
+
+
+def test_a_directory_of_someone_elses_temporaries_is_not_taken(tmp_path) -> None:
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / ".draft.txt.tmp").write_text("not vaelab's")
+    with pytest.raises(VaelabError, match="already exists and is not empty"):
+        vaelab.train(out=out, progress=False, **tiny_settings(epochs=1))
+    assert (out / ".draft.txt.tmp").read_text() == "not vaelab's"
+
+
 def test_divergence_stops_the_run_and_resume_takes_a_new_learning_rate(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert main(["train", "--dataset", "digits", "--epochs", "2", "--hidden", "16", "--latent-dim", "2",

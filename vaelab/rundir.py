@@ -145,10 +145,13 @@ def remove_stale_temporaries(run_dir: Path) -> list[str]:
 
 
 def is_unstarted(run_dir: Path) -> bool:
-    """True for a directory that a run created and left before its first checkpoint: only its
-    ``config.json`` (and data.json, temporaries) — it may be started again in place."""
-    names = {p.name for p in run_dir.iterdir() if not p.name.endswith(".tmp")}
-    return CONFIG in names and names <= {CONFIG, DATA}
+    """True for a directory that a run created and left before its first checkpoint — only its
+    ``config.json`` and data.json, or, when the kill fell inside the first write, nothing but that
+    write's temporary (``.config.json.*.tmp``) — it may be started again in place."""
+    entries = [p.name for p in run_dir.iterdir()]
+    names = {name for name in entries if not name.endswith(".tmp")}
+    started_config = CONFIG in names or any(name.startswith(f".{CONFIG}.") for name in entries)
+    return started_config and names <= {CONFIG, DATA}
 
 
 def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
