@@ -13,6 +13,7 @@ from torch.distributions import Categorical, Independent, MixtureSameFamily, Nor
 import vaelab
 from vaelab.cli import main
 from vaelab.evaluation.latents import latent_summary
+from vaelab.models import latents
 from vaelab.models.latents import diagonal_gaussian_mixture, sample
 from vaelab.models.priors import MixtureOfGaussians, VampPrior, parse_prior
 from vaelab.views.explore.backend import ExplorerBackend
@@ -70,6 +71,22 @@ def test_the_mixture_log_prob_keeps_float32_inputs_float32_and_accurate():
     exact = MixtureSameFamily(Categorical(logits=logits.double()), Independent(Normal(loc.double(), scale.double()), 1)).log_prob(z.double())
     assert fast.dtype == torch.float32
     torch.testing.assert_close(fast.double(), exact, rtol=1e-6, atol=1e-4)
+
+
+def test_the_mixture_log_prob_in_blocks_of_rows_equals_the_reference_across_block_edges():
+    """Evaluation hands the mixture tens of thousands of z at once and it works through them in blocks
+    of rows: every row, on either side of a block's edge, gets the reference's value and gradient."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True)
+    loc, scale = torch.randn(7, 3, generator=g, dtype=torch.float64), 0.2 + torch.rand(7, 3, generator=g, dtype=torch.float64)
+    rows = 2 * latents._MIXTURE_BLOCK_ROWS + 5
+    z = (2 * torch.randn(rows, 1, 3, generator=g, dtype=torch.float64)).requires_grad_()
+    fast = diagonal_gaussian_mixture(logits, loc, scale).log_prob(z)
+    reference = MixtureSameFamily(Categorical(logits=logits), Independent(Normal(loc, scale), 1)).log_prob(z)
+    assert fast.shape == (rows, 1)
+    torch.testing.assert_close(fast, reference, rtol=1e-9, atol=1e-8)
+    for got, want in zip(torch.autograd.grad(fast.sum(), (logits, z)), torch.autograd.grad(reference.sum(), (logits, z))):
+        torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-7)
 
 
 def test_vamp_prior_is_the_mean_of_the_encoders_posteriors_at_the_pseudo_inputs(tmp_path):
