@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 import vaelab
 from tests.conftest import tiny_settings
 from vaelab import rundir
+from vaelab.evaluation import evidence, partial
 from vaelab.evaluation.evidence import evaluate_run
 from vaelab.training.distributed import Processes, cpu_threads_per_process
 
@@ -85,6 +86,40 @@ def test_two_processes_evaluate_what_one_process_evaluates(trained_run, tmp_path
     for key in ("nll", "negative_elbo", "kl", "rec"):
         assert two[key] == pytest.approx(one[key], abs=1e-4), key
     assert two["n"] == one["n"] == 360
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside this python")
+def test_two_processes_resume_what_one_process_left(trained_run, tmp_path, monkeypatch):
+    """A single-process evaluation interrupted after its first batch; two processes resume it. The
+    kept batch's log-likelihoods were shifted by one nat on disk: the result moves by that batch's
+    share, so the kept batch was used and only the other was computed."""
+    run, clean = tmp_path / "run", tmp_path / "clean"
+    shutil.copytree(trained_run.path, run)
+    shutil.copytree(trained_run.path, clean)
+    original = evidence.importance_weighted_terms
+    calls = []
+
+    def interrupted_after_one(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(evidence, "importance_weighted_terms", interrupted_after_one)
+    monkeypatch.setattr(partial, "SAVE_SECONDS", 0.0)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_run(run, iw_samples=50)
+    monkeypatch.setattr(evidence, "importance_weighted_terms", original)
+    (kept,) = run.glob("*.partial-*.safetensors")
+    tensors, metadata = rundir.read_safetensors(kept)
+    tensors["0.iw"] = tensors["0.iw"] - 1.0
+    rundir._write_safetensors(kept, tensors, metadata)
+
+    two = json.loads(_torchrun(str(run), "--iw-samples", "50", "--json", "--no-progress", command_name="evaluate").stdout)
+    one = evaluate_run(clean, iw_samples=50)
+    assert two["nll"] == pytest.approx(one["nll"] + 256 / 360, abs=1e-4)
+    assert two["negative_elbo"] == pytest.approx(one["negative_elbo"], abs=1e-4)
+    assert not list(run.glob("*.partial-*"))
 
 
 def test_each_process_of_a_machine_gets_its_share_of_the_cores(monkeypatch):

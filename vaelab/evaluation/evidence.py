@@ -17,6 +17,7 @@ a running log-sum-exp, so memory is bounded for any K.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -33,10 +34,13 @@ from vaelab.data.pipeline import load_data
 from vaelab.errors import VaelabError
 from vaelab.evaluation.comparison import example_fingerprints, per_example_path, save_per_example
 from vaelab.evaluation.latents import ACTIVE_UNIT_THRESHOLD, kl_per_dim
+from vaelab.evaluation.partial import Batches, PartialEvaluation, evaluation_key
 from vaelab.fileio import atomic_write_json
 from vaelab.models.latents import reparameterize
 from vaelab.models.vae import VAE
 from vaelab.training.distributed import Processes, session
+
+log = logging.getLogger(__name__)
 
 BATCH_SEED_STRIDE = 1_000_003  # seed of batch b: seed * stride + b (stride prime, above any batch count)
 DEFAULT_MAX_FLOATS = 2**25  # decoder activations per chunk (~128 MB of float32): the memory bound
@@ -129,6 +133,7 @@ def evaluate(
     c: torch.Tensor | None = None,
     processes: Processes = Processes(),
     per_example: bool = False,
+    partial: PartialEvaluation | None = None,
 ) -> dict[str, Any]:
     """Negative ELBO, IW_K negative log-likelihood, bits/dim, KL, active units of ``model`` on ``data``.
 
@@ -142,7 +147,9 @@ def evaluate(
     (``processes``) each process evaluates every world_size-th batch and all gather the per-example
     terms: the result equals one process's up to float rounding. ``per_example`` adds
     ``"per_example"``: each example's ``nll`` and ``negative_elbo``, ``[N]`` tensors (paired comparisons
-    of two models on the same images, ``evaluation/comparison.py``).
+    of two models on the same images, ``evaluation/comparison.py``). With ``partial`` the finished
+    batches are kept on disk as they come and those a previous, interrupted call kept are not computed
+    again (``evaluation/partial.py``).
     """
     x = getattr(data, "x", data)
     if c is None and model.conditional and isinstance(data, Split):
@@ -165,19 +172,27 @@ def evaluate(
     model.eval()
     started = time.perf_counter()
     mine: list[tuple[int, dict[str, torch.Tensor]]] = []
-    starts = list(range(0, n, batch))[processes.rank :: processes.world_size]
+    finished = _finished_batches(partial, processes, model, x, c, iw_samples=iw_samples, seed=seed, batch=batch,
+                                 sample_chunk=sample_chunk)
+    starts = [begin for begin in range(0, n, batch) if begin not in finished][processes.rank :: processes.world_size]
     show = progress and processes.is_main
     with tqdm(total=len(starts) * batch, unit="ex", disable=not show, desc=f"IW_{iw_samples}", dynamic_ncols=True) as bar:
-        for begin in starts:
-            generator.manual_seed(seed * BATCH_SEED_STRIDE + begin // batch)
-            terms = importance_weighted_terms(
-                model, x[begin : begin + batch], iw_samples, generator, sample_chunk, None if c is None else c[begin : begin + batch]
-            )
-            mine.append((begin, {key: value.cpu() for key, value in terms.items()}))
-            bar.update(min(batch, n - begin))
+        try:
+            for begin in starts:
+                generator.manual_seed(seed * BATCH_SEED_STRIDE + begin // batch)
+                terms = importance_weighted_terms(
+                    model, x[begin : begin + batch], iw_samples, generator, sample_chunk, None if c is None else c[begin : begin + batch]
+                )
+                mine.append((begin, {key: value.cpu() for key, value in terms.items()}))
+                if partial is not None:
+                    partial.record(*mine[-1])
+                bar.update(min(batch, n - begin))
+        finally:  # finished, interrupted or failed: what is done is on disk
+            if partial is not None:
+                partial.save()
     model.train(was_training)
     seconds = time.perf_counter() - started
-    parts = sorted(processes.gather_objects(mine), key=lambda part: part[0])
+    parts = sorted(processes.gather_objects(mine) + list(finished.items()), key=lambda part: part[0])
     terms = {key: torch.cat([part[1][key] for part in parts]) for key in parts[0][1]}
     nll_per_example = -terms["iw"]
     nll = nll_per_example.mean().item()
@@ -205,6 +220,21 @@ def evaluate(
         "seconds": seconds,
         **({"per_example": per_example_terms} if per_example else {}),
     }
+
+
+def _finished_batches(partial: PartialEvaluation | None, processes: Processes, model: VAE, x: torch.Tensor,
+                      c: torch.Tensor | None, **plan: int) -> Batches:
+    """The batches an interrupted evaluation of the same model, images and ``plan`` kept: those that
+    every process read (so that all of them share out the same remaining batches)."""
+    if partial is None:
+        return {}
+    kept = partial.load(evaluation_key(model, x, c, **plan))
+    agreed = set.intersection(*(set(starts) for starts in processes.gather_objects([sorted(kept)])))
+    finished = {begin: kept[begin] for begin in sorted(agreed)}
+    if finished and processes.is_main:
+        done = sum(terms["iw"].shape[0] for terms in finished.values())
+        log.info("resuming: %d of %d examples were evaluated before; computing the rest", done, x.shape[0])
+    return finished
 
 
 def evaluation_path(run_dir: str | os.PathLike, split: str, iw_samples: int, limit: int | None) -> Path:
@@ -241,9 +271,16 @@ def _evaluate_run(run_dir: str | os.PathLike, split: str, iw_samples: int, limit
         part = Split(*(None if t is None else t[:limit] for t in (part.x, part.y, part.c)))
     if part.x.shape[0] == 0:
         raise VaelabError(f"{run_dir}: the {split} split is empty")
-    result = evaluate(run.model, part, iw_samples, seed=seed, progress=progress, processes=processes, per_example=True)
-    per_example = result.pop("per_example")
     json_path = evaluation_path(run_dir, split, iw_samples, limit)
+    partial = PartialEvaluation(json_path)
+    try:
+        result = evaluate(run.model, part, iw_samples, seed=seed, progress=progress, processes=processes,
+                          per_example=True, partial=partial)
+    except KeyboardInterrupt:
+        if processes.is_main:
+            log.warning("interrupted; the finished batches are kept: the same command resumes the evaluation")
+        raise
+    per_example = result.pop("per_example")
     per_example_file = per_example_path(json_path)
     result = {
         **result,
@@ -258,4 +295,5 @@ def _evaluate_run(run_dir: str | os.PathLike, split: str, iw_samples: int, limit
         about = {key: str(result[key]) for key in ("dataset", "binarize", "split", "iw_samples", "seed", "n")}
         save_per_example(per_example_file, per_example, example_fingerprints(part.x), about)
         atomic_write_json(json_path, result)
+        partial.remove_all()
     return result
