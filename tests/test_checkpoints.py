@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 
 import pytest
 
 import vaelab
 from vaelab import rundir
-from vaelab.cli import main
+from vaelab.cli import EXIT_TERMINATED, main
+from vaelab.training import run as run_module
 from vaelab.errors import VaelabError
 
 from .conftest import tiny_settings
@@ -57,6 +59,25 @@ def test_a_directory_of_someone_elses_temporaries_is_not_taken(tmp_path) -> None
     with pytest.raises(VaelabError, match="already exists and is not empty"):
         vaelab.train(out=out, progress=False, **tiny_settings(epochs=1))
     assert (out / ".draft.txt.tmp").read_text() == "not vaelab's"
+
+
+def test_sigterm_stops_a_training_run_at_its_last_checkpoint_and_resume_finishes_it(tmp_path, monkeypatch, capsys) -> None:
+    original = run_module.train_epoch
+
+    def terminated_in_epoch_2(*args, **kwargs):
+        if args[6] == 2:  # the epoch
+            signal.raise_signal(signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_epoch", terminated_in_epoch_2)
+    out = tmp_path / "run"
+    flags = ["--dataset", "digits", "--epochs", "3", "--hidden", "16", "--latent-dim", "2", "--no-progress", "--no-plots"]
+    assert main(["train", *flags, "--out", str(out)]) == EXIT_TERMINATED
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "vaelab: terminated"
+    assert rundir.load_training_state(out).epoch == 1
+    monkeypatch.setattr(run_module, "train_epoch", original)
+    assert main(["train", "--resume", str(out), "--no-progress", "--no-plots"]) == 0
+    assert [m["epoch"] for m in rundir.read_metrics(out)] == [1, 2, 3]
 
 
 def test_divergence_stops_the_run_and_resume_takes_a_new_learning_rate(tmp_path, capsys) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 
 import pytest
 import torch
 
 from vaelab import rundir
+from vaelab.cli import EXIT_TERMINATED, main
 from vaelab.evaluation import evidence, partial
 from vaelab.evaluation.comparison import per_example_path
 from vaelab.evaluation.evidence import evaluate_run, evaluation_path
@@ -112,3 +114,26 @@ def test_the_kept_batches_are_what_a_resumed_evaluation_reports(run_copy, batche
     rundir._write_safetensors(kept, tensors, metadata)
     shifted = evaluate_run(run_copy, iw_samples=K)
     assert shifted["nll"] == pytest.approx(clean["nll"] + 256 / 360, abs=1e-4)
+
+
+def test_sigterm_stops_an_evaluation_as_ctrl_c_does_and_the_same_command_resumes_it(run_copy, monkeypatch, capsys):
+    """A scheduler's time limit or ``kill`` sends SIGTERM: the finished batch is written (at the
+    interruption, not by the periodic save) and the exit status is 143."""
+    computed: list[int] = []
+    original = evidence.importance_weighted_terms
+
+    def terminated_in_second_batch(model, x, *args, **kwargs):
+        if computed:
+            signal.raise_signal(signal.SIGTERM)
+        computed.append(x.shape[0])
+        return original(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(evidence, "importance_weighted_terms", terminated_in_second_batch)
+    command = ["evaluate", str(run_copy), "--iw-samples", str(K), "--no-progress"]
+    assert main(command) == EXIT_TERMINATED
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "vaelab: terminated"
+    (kept,) = [run_copy / name for name in _partial_files(run_copy)]
+    assert sorted(rundir.read_safetensors(kept)[0]) == ["0.iw", "0.kl", "0.layer_kl", "0.log_px_z", "0.posterior_mean"]
+    monkeypatch.setattr(evidence, "importance_weighted_terms", original)
+    assert main(command) == 0
+    assert _partial_files(run_copy) == [] and evaluation_path(run_copy, "test", K, None).exists()

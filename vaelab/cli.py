@@ -2,15 +2,20 @@
 
 Flags carry the names of the config settings they set (``--latent-dim`` sets ``latent_dim``), so a
 setting's error message can name its flag. User errors (:class:`~vaelab.errors.VaelabError`, bad
-flags) become one line on stderr and exit status 2; Ctrl-C exits with 130 after saying how to resume.
+flags) become one line on stderr and exit status 2; Ctrl-C exits with 130 after saying how to resume,
+and SIGTERM (``kill``, a batch scheduler's time limit, torchrun stopping its workers) is taken the same
+way, exit status 143, instead of ending the process wherever it stands.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from vaelab.config import (
@@ -28,6 +33,29 @@ from vaelab.errors import VaelabError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command stands so that it stops as Ctrl-C stops it: a training keeps its
+    last checkpoint, an evaluation writes its finished batches (``evaluation/partial.py``)."""
+
+
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`_Terminated` while a command runs (signals reach only the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
 MAX_SAMPLES = 10_000  # images in one sample grid
 
@@ -615,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
+    """Run the CLI; returns the exit status (0 ok, 2 user error, 130 interrupted, 143 terminated)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -623,7 +651,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USER_ERROR
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-        args.handler(args)
+        with _sigterm_as_interrupt():
+            args.handler(args)
     except _UsageError as exc:
         print(f"{exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -637,6 +666,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"vaelab: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except _Terminated:
+        print("vaelab: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("vaelab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
