@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -82,23 +84,52 @@ def test_output_bias_starts_at_the_data_marginal(arch, likelihood):
 
 @settings(max_examples=25, deadline=None)
 @given(c_in=st.integers(1, 9), height=st.integers(1, 9), width=st.integers(1, 9),
-       pad_h=st.integers(0, 1), pad_w=st.integers(0, 1), batch=st.integers(1, 3), seed=st.integers(0, 2**31 - 1))
-def test_the_single_channel_transposed_conv_equals_torchs(c_in, height, width, pad_h, pad_w, batch, seed):
+       pad_h=st.integers(0, 1), pad_w=st.integers(0, 1), batch=st.integers(1, 3), seed=st.integers(0, 2**31 - 1),
+       channels_last=st.booleans())
+def test_the_single_channel_transposed_conv_equals_torchs(c_in, height, width, pad_h, pad_w, batch, seed, channels_last):
     """The matrix-product-and-fold route gives nn.ConvTranspose2d's output and gradients (input,
-    weight, bias), at even and odd output sizes (output_padding 0 or 1)."""
+    weight, bias), at even and odd output sizes (output_padding 0 or 1), from input in either layout."""
     from vaelab.models.networks import SingleChannelConvTranspose2d
 
     torch.manual_seed(seed)
     fast = SingleChannelConvTranspose2d(c_in, 4, 2, 1, output_padding=(pad_h, pad_w)).double()
     reference = torch.nn.ConvTranspose2d(c_in, 1, 4, 2, 1, output_padding=(pad_h, pad_w)).double()
     reference.load_state_dict(fast.state_dict())
-    x = torch.randn(batch, c_in, height, width, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(batch, c_in, height, width, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
     got, want = fast(x), reference(x)
     assert got.shape == want.shape == (batch, 1, 2 * height + pad_h, 2 * width + pad_w)
     torch.testing.assert_close(got, want)
     g = torch.randn_like(want)
     grads = torch.autograd.grad(got, (x, fast.weight, fast.bias), g)
     expected = torch.autograd.grad(want, (x, reference.weight, reference.bias), g)
+    for a, b in zip(grads, expected):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("data_channels", [1, 3])
+def test_the_conv_decoder_in_channels_last_gives_the_default_layouts_values_and_gradients(data_channels):
+    """The decoder's feature maps are stored channels-last (the fast layout for oneDNN's transposed
+    convolutions); the same decoder with a plain ``nn.Unflatten`` is the reference."""
+    from vaelab.models.networks import UnflattenChannelsLast
+
+    torch.manual_seed(0)
+    config = ModelConfig(arch="conv", likelihood="bernoulli", input_shape=(data_channels, 11, 10), hidden=(16,),
+                         channels=(8, 16), latent_dim=3)
+    fast = VAE(config).double().decoder_net
+    reference = copy.deepcopy(fast)
+    assert isinstance(fast.body[0], UnflattenChannelsLast)
+    reference.body[0] = torch.nn.Unflatten(1, fast.body[0].unflattened_size)
+    assert fast.state_dict().keys() == reference.state_dict().keys()
+    z = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    got, want = fast(z), reference(z)
+    assert got.shape == want.shape == (4, 2, data_channels, 11, 10)
+    torch.testing.assert_close(got, want)
+    g = torch.randn_like(want)
+    grads = torch.autograd.grad(got, (z, *fast.parameters()), g)
+    expected = torch.autograd.grad(want, (z, *reference.parameters()), g)
     for a, b in zip(grads, expected):
         torch.testing.assert_close(a, b)
 

@@ -173,6 +173,20 @@ def conv_features(input_shape: tuple[int, ...], channels: tuple[int, ...]) -> tu
     return nn.Sequential(*layers), channels[-1] * sizes[-1][0] * sizes[-1][1]
 
 
+class UnflattenChannelsLast(nn.Unflatten):
+    """``nn.Unflatten`` to feature maps ``[B, C, h, w]`` stored channels-last (NHWC in memory).
+
+    oneDNN's transposed convolutions run about twice as fast on channels-last input as on the default
+    layout at the conv decoder's shapes, and a convolution's output keeps its input's layout, so
+    converting once here puts the whole body on the fast path; the single-channel output layer then
+    reads each pixel's channels as one contiguous row (BENCHMARKS.md, conv). The values are unchanged:
+    only their order in memory differs, and parameters keep their names and layout.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).contiguous(memory_format=torch.channels_last)
+
+
 class SingleChannelConvTranspose2d(nn.ConvTranspose2d):
     """A transposed convolution to one output channel, as one matrix product and a col2im (``fold``).
 
@@ -210,7 +224,7 @@ def conv_decoder(latent_dim: int, channels: tuple[int, ...], hidden: tuple[int, 
     sizes = _check_conv_depth(output_shape, channels)
     h0, w0 = sizes[-1]
     head = nn.Sequential(*_mlp([latent_dim + condition_dim, *reversed(hidden), channels[-1] * h0 * w0]), nn.ReLU())
-    layers: list[nn.Module] = [nn.Unflatten(1, (channels[-1], h0, w0))]
+    layers: list[nn.Module] = [UnflattenChannelsLast(1, (channels[-1], h0, w0))]
     targets = list(reversed(sizes[:-1]))  # sizes to reach, from the deepest layer up to (H, W)
     c_outs = [*reversed(channels[:-1]), output_shape[0]]
     c_in = channels[-1]
