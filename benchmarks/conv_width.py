@@ -25,8 +25,7 @@ from torch import nn
 from products_floor import recorded_products
 import vaelab
 from vaelab.data.pipeline import load_data
-from vaelab.evaluation.evidence import (DEFAULT_MAX_FLOATS, EXAMPLES_PER_BATCH, decoder_floats_per_sample,
-                                        importance_weighted_terms)
+from vaelab.evaluation.evidence import EXAMPLES_PER_BATCH, chunk_samples, importance_weighted_terms
 
 FULL_IMAGES, FULL_K = 10_000, 5_000
 
@@ -53,7 +52,7 @@ def per_image_nll(model: vaelab.VAE, x: torch.Tensor, iw_samples: int, batch: in
     models' figures on the same images can be compared image by image (a paired difference)."""
     model.eval()
     generator = torch.Generator().manual_seed(0)
-    chunk = max(1, min(iw_samples, DEFAULT_MAX_FLOATS // (batch * decoder_floats_per_sample(model))))
+    chunk = chunk_samples(model, batch, iw_samples)
     return torch.cat([-importance_weighted_terms(model, x[i : i + batch], iw_samples, generator, chunk)["iw"]
                       for i in range(0, x.shape[0], batch)])
 

@@ -34,14 +34,14 @@ from products_floor import products_seconds, recorded_products
 import vaelab
 from vaelab.bounds.estimator import evaluation_terms_at
 from vaelab.data.pipeline import load_data
-from vaelab.evaluation.evidence import DEFAULT_MAX_FLOATS, EXAMPLES_PER_BATCH, decoder_floats_per_sample
+from vaelab.evaluation.evidence import EXAMPLES_PER_BATCH, chunk_samples
 from vaelab.models.latents import reparameterize
 
 
 def evaluation_chunks(model: vaelab.VAE, images: int, iw_samples: int) -> tuple[int, int]:
     """The images per batch and the samples per chunk ``vaelab.evaluate`` uses for ``images`` x ``iw_samples``."""
     batch = min(images, EXAMPLES_PER_BATCH)
-    return batch, max(1, min(iw_samples, DEFAULT_MAX_FLOATS // (batch * decoder_floats_per_sample(model))))
+    return batch, chunk_samples(model, batch, iw_samples)
 
 
 def decoder_floor(model: vaelab.VAE, images: int, iw_samples: int) -> float:

@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 
 BATCH_SEED_STRIDE = 1_000_003  # seed of batch b: seed * stride + b (stride prime, above any batch count)
 DEFAULT_MAX_FLOATS = 2**25  # decoder activations per chunk (~128 MB of float32): the memory bound
+# The largest single decoder output of a chunk: 16 MB of float32, under glibc's 32 MB ceiling for
+# serving an allocation from memory it keeps. A larger buffer is mapped fresh from the kernel for
+# every chunk and its pages faulted in and zeroed on first touch, which cost evaluation 1.2-1.4x
+# (BENCHMARKS.md, evaluation speed).
+MAX_BUFFER_FLOATS = 2**22
 EXAMPLES_PER_BATCH = 256
 
 
@@ -72,8 +77,8 @@ def _check_complete(model: VAE, c: torch.Tensor) -> None:
         raise VaelabError("evaluation of log p(x|c) needs every covariate observed; this split has missing ones")
 
 
-def decoder_floats_per_sample(model: VAE) -> int:
-    """Floats the decoder produces (every layer's output, summed) for one z: sizes the chunks."""
+def decoder_output_sizes(model: VAE) -> list[int]:
+    """The floats each layer of the decoder produces for one z (every leaf module's output)."""
     sizes: list[int] = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel()))
              for m in model.decoder_net.modules() if not list(m.children())]
@@ -85,7 +90,16 @@ def decoder_floats_per_sample(model: VAE) -> int:
     finally:
         for hook in hooks:
             hook.remove()
-    return max(1, sum(sizes))
+    return sizes or [1]
+
+
+def chunk_samples(model: VAE, batch: int, iw_samples: int, max_floats: int = DEFAULT_MAX_FLOATS) -> int:
+    """Samples per image decoded at once for ``batch`` images: all ``iw_samples`` if they fit, else as
+    many as keep the decoder's activations within ``max_floats`` and its largest output within
+    :data:`MAX_BUFFER_FLOATS`."""
+    sizes = decoder_output_sizes(model)
+    fits = min(max_floats // (batch * sum(sizes)), MAX_BUFFER_FLOATS // (batch * max(sizes)))
+    return max(1, min(iw_samples, fits))
 
 
 @torch.no_grad()
@@ -166,14 +180,14 @@ def evaluate(
     dims = math.prod(x.shape[1:])
     generator = torch.Generator(device=device)
     batch = min(n, EXAMPLES_PER_BATCH)
-    sample_chunk = max(1, min(iw_samples, max_floats // (batch * decoder_floats_per_sample(model))))
+    samples_per_chunk = chunk_samples(model, batch, iw_samples, max_floats)
 
     was_training = model.training
     model.eval()
     started = time.perf_counter()
     mine: list[tuple[int, dict[str, torch.Tensor]]] = []
     finished = _finished_batches(partial, processes, model, x, c, iw_samples=iw_samples, seed=seed, batch=batch,
-                                 sample_chunk=sample_chunk)
+                                 sample_chunk=samples_per_chunk)
     starts = [begin for begin in range(0, n, batch) if begin not in finished][processes.rank :: processes.world_size]
     show = progress and processes.is_main
     with tqdm(total=len(starts) * batch, unit="ex", disable=not show, desc=f"IW_{iw_samples}", dynamic_ncols=True) as bar:
@@ -181,7 +195,7 @@ def evaluate(
             for begin in starts:
                 generator.manual_seed(seed * BATCH_SEED_STRIDE + begin // batch)
                 terms = importance_weighted_terms(
-                    model, x[begin : begin + batch], iw_samples, generator, sample_chunk, None if c is None else c[begin : begin + batch]
+                    model, x[begin : begin + batch], iw_samples, generator, samples_per_chunk, None if c is None else c[begin : begin + batch]
                 )
                 mine.append((begin, {key: value.cpu() for key, value in terms.items()}))
                 if partial is not None:
