@@ -18,7 +18,7 @@ from tqdm import tqdm
 from vaelab.config import ModelConfig, TrainConfig
 from vaelab.training.epoch import TrainingData, objective_schedule, train_epoch
 from vaelab.models.vae import VAE
-from vaelab.training.run import make_optimizer
+from vaelab.training.optimizer import make_optimizer
 
 STEPS = 120
 

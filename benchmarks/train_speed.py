@@ -43,7 +43,7 @@ from vaelab.data.datasets import load_dataset
 from vaelab.evaluation.evidence import elbo_averages
 from vaelab.models.vae import VAE
 from vaelab.training.epoch import TrainingData, objective_schedule, train_epoch
-from vaelab.training.run import make_optimizer
+from vaelab.training.optimizer import make_optimizer
 
 
 class OneImageAtATime(torch.utils.data.Dataset):

@@ -44,20 +44,13 @@ from vaelab.training import distributed
 from vaelab.training.callbacks import Callback
 from vaelab.training.distributed import Processes
 from vaelab.training.epoch import BatchObjective, TrainingData, learning_rate, objective_schedule, train_epoch
+from vaelab.training.optimizer import flush_subnormal_moments, make_optimizer
 
 log = logging.getLogger(__name__)
 
 RESUMABLE_SETTINGS = ("epochs", "device", "lr")  # what may change when a run is resumed (metrics.jsonl records lr)
 DIVERGENCE_FACTOR = 10.0  # a validation -ELBO this many times the initial model's means the run diverged
 EVAL_SEED = 1234  # fixed z-noise for validation/test ELBOs, so epochs are compared on equal terms
-
-
-def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    """Adam, as the fused single kernel where this torch supports it on the model's device."""
-    try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=lr)
 
 
 def default_out(config: RunConfig) -> Path:
@@ -270,6 +263,7 @@ def _train(
         try:
             model.load_state_dict(rundir.upgrade_weights(state.model, config.model, rundir.run_format(run_dir)))
             optimizer.load_state_dict(state.optimizer)
+            flush_subnormal_moments(optimizer)  # a checkpoint of an older vaelab may hold millions
             generator.set_state(state.generator)
         except (RuntimeError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0]
@@ -325,6 +319,7 @@ def _train(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - started
+            flush_subnormal_moments(optimizer)
             val_terms = elbo_averages(model, val_x, train_cfg.batch_size, _seeded_generator(EVAL_SEED, device), val_c)
             record = {"epoch": epoch, **{f"train_{k}": v for k, v in train_terms.items()},
                       **{f"val_{k}": v for k, v in val_terms.items()}, "lr": optimizer.param_groups[0]["lr"],
