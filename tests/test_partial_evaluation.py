@@ -11,11 +11,14 @@ import signal
 import pytest
 import torch
 
+import vaelab
 from vaelab import rundir
 from vaelab.cli import EXIT_TERMINATED, main
 from vaelab.evaluation import evidence, partial
 from vaelab.evaluation.comparison import per_example_path
 from vaelab.evaluation.evidence import evaluate_run, evaluation_path
+
+from .conftest import tiny_settings
 
 K = 20  # the 360 test digits are two batches of up to 256
 
@@ -137,3 +140,16 @@ def test_sigterm_stops_an_evaluation_as_ctrl_c_does_and_the_same_command_resumes
     monkeypatch.setattr(evidence, "importance_weighted_terms", original)
     assert main(command) == 0
     assert _partial_files(run_copy) == [] and evaluation_path(run_copy, "test", K, None).exists()
+
+
+def test_a_model_with_a_scalar_parameter_is_evaluated_and_resumed(tmp_path, batches_computed):
+    """The Gaussian likelihood's learned sigma is a 0-dim parameter: the evaluation's key reads it too."""
+    run = vaelab.train(out=tmp_path / "gaussian", progress=False, **tiny_settings(epochs=1, likelihood="gaussian"))
+    assert any(p.dim() == 0 for p in run.model.parameters())
+    computed, state = batches_computed
+    state["interrupt_after"] = 1
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_run(run.path, iw_samples=K)
+    state["interrupt_after"] = None
+    evaluate_run(run.path, iw_samples=K)
+    assert computed == [256, 104]

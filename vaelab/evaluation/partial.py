@@ -40,12 +40,17 @@ def evaluation_key(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor | No
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(_bytes(tensor))
     for tensor in (x, c):
         if tensor is not None:
-            digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+            digest.update(_bytes(tensor))
     digest.update(json.dumps(plan, sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def _bytes(tensor: torch.Tensor) -> bytes:
+    """A tensor's values as bytes (flattened first: a 0-dim tensor, a learned sigma, has no byte view)."""
+    return tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 class PartialEvaluation:
