@@ -106,7 +106,7 @@ def test_resume_with_a_new_lr_records_it(tmp_path) -> None:
 def test_damaged_training_state_metadata_is_a_one_line_error(tmp_path, key, value, problem) -> None:
     run = vaelab.train(out=tmp_path / "run", progress=False, **tiny_settings(epochs=1))
     tensors, metadata = rundir.read_safetensors(run.path / rundir.TRAINING_STATE)
-    rundir._write_safetensors(run.path / rundir.TRAINING_STATE, tensors, {**metadata, key: value})
+    rundir.write_safetensors(run.path / rundir.TRAINING_STATE, tensors, {**metadata, key: value})
     with pytest.raises(VaelabError, match=problem):
         vaelab.train(resume=run.path, epochs=2, progress=False)
 
@@ -117,7 +117,7 @@ def test_missing_generator_and_edited_config_are_one_line_errors(tmp_path) -> No
     shutil.copytree(run.path, copy)
     tensors, metadata = rundir.read_safetensors(run.path / rundir.TRAINING_STATE)
     del tensors["generator"]
-    rundir._write_safetensors(run.path / rundir.TRAINING_STATE, tensors, metadata)
+    rundir.write_safetensors(run.path / rundir.TRAINING_STATE, tensors, metadata)
     with pytest.raises(VaelabError, match="damaged training state"):
         vaelab.train(resume=run.path, epochs=2, progress=False)
     config = json.loads((copy / rundir.CONFIG).read_text())

@@ -113,7 +113,7 @@ def test_two_processes_resume_what_one_process_left(trained_run, tmp_path, monke
     (kept,) = run.glob("*.partial-*.safetensors")
     tensors, metadata = rundir.read_safetensors(kept)
     tensors["0.iw"] = tensors["0.iw"] - 1.0
-    rundir._write_safetensors(kept, tensors, metadata)
+    rundir.write_safetensors(kept, tensors, metadata)
 
     two = json.loads(_torchrun(str(run), "--iw-samples", "50", "--json", "--no-progress", command_name="evaluate").stdout)
     one = evaluate_run(clean, iw_samples=50)

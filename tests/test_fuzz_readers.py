@@ -60,7 +60,7 @@ def test_any_damage_to_the_training_state_loads_or_is_a_vaelab_error(state_file,
         tensors.pop(name, None)
     damaged = state_file.parent / "damaged"
     damaged.mkdir(exist_ok=True)
-    rundir._write_safetensors(damaged / rundir.TRAINING_STATE, tensors, {**metadata, **changes})
+    rundir.write_safetensors(damaged / rundir.TRAINING_STATE, tensors, {**metadata, **changes})
     try:
         rundir.load_training_state(damaged)
     except VaelabError:

@@ -114,7 +114,7 @@ def test_the_kept_batches_are_what_a_resumed_evaluation_reports(run_copy, batche
     tensors, metadata = rundir.read_safetensors(kept)
     clean = evaluate_run(shutil.copytree(run_copy, run_copy.with_name("clean")), iw_samples=K)
     tensors["0.iw"] = tensors["0.iw"] - 1.0
-    rundir._write_safetensors(kept, tensors, metadata)
+    rundir.write_safetensors(kept, tensors, metadata)
     shifted = evaluate_run(run_copy, iw_samples=K)
     assert shifted["nll"] == pytest.approx(clean["nll"] + 256 / 360, abs=1e-4)
 

@@ -83,7 +83,7 @@ def test_runs_saved_with_the_first_parameter_names_still_load(tmp_path, arch):
         module, leaf = name.rsplit(".", 1)
         old_names[f"{_FIRST_LAYOUT[arch][module]}.{leaf}"] = tensor
     assert len(old_names) == len(run.model.state_dict())
-    rundir._write_safetensors(run.path / rundir.MODEL, old_names, {"format": "vaelab-model-1"})
+    rundir.write_safetensors(run.path / rundir.MODEL, old_names, {"format": "vaelab-model-1"})
     config = json.loads((run.path / rundir.CONFIG).read_text())
     (run.path / rundir.CONFIG).write_text(json.dumps({**config, "format": 1}))  # as those releases wrote it
     loaded = vaelab.load(run.path)

@@ -34,30 +34,9 @@ from vaelab.errors import VaelabError
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the command stands so that it stops as Ctrl-C stops it: a training keeps its
-    last checkpoint, an evaluation writes its finished batches (``evaluation/partial.py``)."""
-
-
-def _raise_terminated(_signum: int, _frame: object) -> None:
-    raise _Terminated
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises :class:`_Terminated` while a command runs (signals reach only the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
 MAX_SAMPLES = 10_000  # images in one sample grid
+
 
 # A run's own records: commands that write pictures never replace these, even with --force.
 RUN_RECORDS = ("config.json", "model.safetensors", "training_state.safetensors", "metrics.jsonl",
@@ -640,6 +619,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_parser(commands)
     _add_impute_parser(commands)
     return parser
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command stands so that it stops as Ctrl-C stops it: a training keeps its
+    last checkpoint, an evaluation writes its finished batches (``evaluation/partial.py``)."""
+
+
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`_Terminated` while a command runs (signals reach only the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -106,13 +106,14 @@ def read_json(path: Path, expected: str = "JSON file", max_bytes: int = MAX_JSON
     return read_json_file(path, expected, max_bytes)
 
 
-def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Tensors (moved to the CPU, made contiguous) and metadata as one safetensors file, written atomically."""
     contiguous = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     atomic_write_bytes(path, save_safetensors_bytes(contiguous, metadata=metadata))
 
 
 def save_model(run_dir: Path, model: VAE) -> None:
-    _write_safetensors(run_dir / MODEL, model.state_dict(), {"format": "vaelab-model-1"})
+    write_safetensors(run_dir / MODEL, model.state_dict(), {"format": "vaelab-model-1"})
 
 
 def save_config(run_dir: Path, config: RunConfig) -> None:
@@ -188,7 +189,7 @@ def save_training_state(run_dir: Path, state: TrainingState) -> None:
         "metrics": json.dumps(state.metrics or []),
         "initial_loss": repr(state.initial_loss),
     }
-    _write_safetensors(run_dir / TRAINING_STATE, tensors, metadata)
+    write_safetensors(run_dir / TRAINING_STATE, tensors, metadata)
 
 
 def load_training_state(run_dir: Path) -> TrainingState:
@@ -453,7 +454,7 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, half: bool = 
     )
     target.mkdir(parents=True, exist_ok=True)
     save_config(target, run.config)
-    _write_safetensors(target / MODEL, weights, {"format": "vaelab-model-1"})
+    write_safetensors(target / MODEL, weights, {"format": "vaelab-model-1"})
     save_metrics(target, run.metrics)
     written = [CONFIG, MODEL, METRICS]
     for name in (SUMMARY, DATA):

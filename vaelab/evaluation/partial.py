@@ -21,11 +21,9 @@ import uuid
 from pathlib import Path
 
 import torch
-from safetensors.torch import save as save_safetensors_bytes
 
 from vaelab.errors import VaelabError
-from vaelab.fileio import atomic_write_bytes
-from vaelab.rundir import read_safetensors
+from vaelab.rundir import read_safetensors, write_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +76,7 @@ class PartialEvaluation:
 
     def record(self, begin: int, terms: dict[str, torch.Tensor]) -> None:
         """Keep a finished batch; write the file when :data:`SAVE_SECONDS` have passed since the last write."""
-        self.batches[begin] = {name: value.detach().to("cpu") for name, value in terms.items()}
+        self.batches[begin] = terms
         self.unsaved = True
         if time.monotonic() - self.saved_at >= SAVE_SECONDS:
             self.save()
@@ -87,8 +85,8 @@ class PartialEvaluation:
         if not self.unsaved:
             return
         assert self.key is not None, "load() names the evaluation before anything is saved"
-        tensors = {f"{begin}.{name}": value.contiguous() for begin, terms in self.batches.items() for name, value in terms.items()}
-        atomic_write_bytes(self.path, save_safetensors_bytes(tensors, metadata={"format": FORMAT, "key": self.key}))
+        tensors = {f"{begin}.{name}": value for begin, terms in self.batches.items() for name, value in terms.items()}
+        write_safetensors(self.path, tensors, {"format": FORMAT, "key": self.key})
         self.saved_at, self.unsaved = time.monotonic(), False
 
     def remove_all(self) -> None:

@@ -4,7 +4,7 @@ Weights whose gradients are zero or nearly so (the networks of inactive latent u
 inputs) see Adam's moments decay geometrically: m by 0.9 and v by 0.999 a step. Within tens of
 epochs millions of them sit in float32's subnormal range (below 1.2e-38), which x86 CPUs compute on a
 slow microcode path: a conv HVAE resumed after 214 epochs held 3.9 M subnormal moments among 6.9 M and
-its steps took 1.7x as long as a fresh optimizer's (BENCHMARKS.md, training speed). Once an epoch
+its steps took 1.8x as long as with those values flushed (BENCHMARKS.md, training speed). Once an epoch
 they are set to zero, a change far below anything Adam's update can resolve (its eps is 1e-8).
 """
 
