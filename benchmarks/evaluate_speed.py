@@ -5,6 +5,8 @@ each test image, repeat it ``sample_batch`` times, encode, draw one z per copy, 
 log-weights block by block. vaelab encodes each image once and decodes the K samples of 256 images
 as one batch, chunked to a fixed memory bound. Both compute the same estimator from the same model;
 the script checks that their NLLs agree within Monte-Carlo error and prints the time per image.
+vaelab's evaluator is timed uncompiled and compiled (``compile=True``: twice, the first run
+including the compiler's time), on the same images and seeds.
 
     python benchmarks/evaluate_speed.py RUN [--iw-samples 1000] [--images 10000] [--loop-images 100]
 
@@ -91,9 +93,11 @@ def main() -> None:
     parser.add_argument("run", help="run directory")
     parser.add_argument("--iw-samples", type=int, default=1000)
     parser.add_argument("--images", type=int, default=10_000, help="test images for vaelab's evaluator")
-    parser.add_argument("--loop-images", type=int, default=100, help="test images for the per-image loop")
+    parser.add_argument("--loop-images", type=int, default=100, help="test images for the per-image loop (>= 1)")
     parser.add_argument("--sample-batch", type=int, default=100, help="copies per block in the loop")
     args = parser.parse_args()
+    if min(args.images, args.loop_images, args.iw_samples, args.sample_batch) < 1:
+        parser.error("--images, --loop-images, --iw-samples and --sample-batch must be >= 1")
 
     run = vaelab.load(args.run)
     test = load_data(run.config).test.x
@@ -104,21 +108,24 @@ def main() -> None:
     loop_nll = per_image_nll(run.model, test[: args.loop_images], args.iw_samples, args.sample_batch)
     loop_per_image = (time.perf_counter() - started) / args.loop_images
 
-    ours_subset = vaelab.evaluate(run.model, test[: args.loop_images], args.iw_samples)
-    result = vaelab.evaluate(run.model, test[: args.images], args.iw_samples, progress=True)
+    ours_subset = vaelab.evaluate(run.model, test[: args.loop_images], args.iw_samples, compile=False)
+    result = vaelab.evaluate(run.model, test[: args.images], args.iw_samples, progress=True, compile=False)
+    compiling = vaelab.evaluate(run.model, test[: args.images], args.iw_samples, progress=True, compile=True)
+    compiled = vaelab.evaluate(run.model, test[: args.images], args.iw_samples, progress=True, compile=True)
     ours_per_image = result["seconds"] / result["n"]
 
     print(f"K = {args.iw_samples}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"NLL on the first {args.loop_images} images: per-image loop {loop_nll.mean():.2f}, vaelab {ours_subset['nll']:.2f}")
-    print(f"vaelab on {result['n']} images: NLL {result['nll']:.2f} nats, {result['seconds']:.1f} s")
+    print(f"vaelab on {result['n']} images: NLL {result['nll']:.4f} nats, {result['seconds']:.1f} s; "
+          f"compiled: NLL {compiled['nll']:.4f}, {compiled['seconds']:.1f} s "
+          f"({compiling['seconds']:.1f} s the first time, compiling included): {result['seconds'] / compiled['seconds']:.2f}x")
     print(f"decoder floor (its products back to back) for the same samples: {floor:.1f} s; "
-          f"vaelab takes {result['seconds'] / floor:.2f}x the floor")
+          f"vaelab takes {result['seconds'] / floor:.2f}x the floor, compiled {compiled['seconds'] / floor:.2f}x")
     print(f"network floor (every network product the evaluator runs, back to back): {networks:.1f} s; "
-          f"vaelab takes {result['seconds'] / networks:.2f}x it")
+          f"vaelab takes {result['seconds'] / networks:.2f}x it, compiled {compiled['seconds'] / networks:.2f}x")
     print(f"seconds per image: per-image loop {loop_per_image:.4f}, vaelab {ours_per_image:.4f}")
     print(f"speed-up: {loop_per_image / ours_per_image:.1f}x "
           f"(loop extrapolated to {result['n']} images: {loop_per_image * result['n']:.0f} s)")
-
 
 if __name__ == "__main__":
     main()

@@ -339,6 +339,9 @@ def _add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--iw-samples", type=int, default=5000, metavar="K", help="importance samples per example (default: 5000)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N examples of the split, in stored order")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the importance samples (default: 0)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile each chunk of samples: 1.2-1.45x faster, same figures up to rounding, "
+                   "10-40 s to compile (default: when a process decodes >= 2^24 samples, e.g. all 10,000 test images at K = 5000)")
     _add_device_and_report_flags(p)
     p.set_defaults(handler=_evaluate)
 
@@ -353,7 +356,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.limit is not None and args.limit < 1:
         raise VaelabError(f"--limit: must be >= 1, got {args.limit}")
     result = evaluate_run(args.run, split=args.split, iw_samples=args.iw_samples, limit=args.limit,
-                          seed=args.seed, device=args.device, progress=_progress(args) and not args.json)
+                          seed=args.seed, device=args.device, progress=_progress(args) and not args.json,
+                          compile=args.compile)
     from vaelab.training.distributed import is_main_process
 
     if not is_main_process():  # under torchrun, rank 0 alone reports
