@@ -340,8 +340,8 @@ def _add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="only the first N examples of the split, in stored order")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the importance samples (default: 0)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile each chunk of samples: 1.2-1.45x faster, same figures up to rounding, "
-                   "10-40 s to compile (default: when a process decodes >= 2^24 samples, e.g. all 10,000 test images at K = 5000)")
+                   help="torch.compile each chunk of samples: 1.1-1.8x faster, same figures up to rounding, "
+                   "10-50 s to compile (default: when a process decodes >= 2^24 samples, e.g. all 10,000 test images at K = 5000)")
     _add_device_and_report_flags(p)
     p.set_defaults(handler=_evaluate)
 

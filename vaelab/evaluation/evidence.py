@@ -52,8 +52,9 @@ DEFAULT_MAX_FLOATS = 2**25  # decoder activations per chunk (~128 MB of float32)
 MAX_BUFFER_FLOATS = 2**22
 EXAMPLES_PER_BATCH = 256
 # ``evaluate(compile=None)`` compiles when it decodes at least this many samples (10,000 images at
-# K >= 1,678): compiling takes 10-40 s here and saves ~2-3 us per sample (BENCHMARKS.md), so below
-# this a short evaluation would wait longer for the compiler than it gains.
+# K >= 1,678): compiling takes 10-50 s and saves 2-15 us per sample (BENCHMARKS.md, evaluation speed;
+# 2 us for the MLP VAE on one thread), so below this a short evaluation could wait longer for the
+# compiler than it gains.
 COMPILE_MIN_SAMPLES = 2**24
 
 
@@ -130,7 +131,7 @@ class ChunkStep:
     """:func:`chunk_terms`, compiled with ``torch.compile`` or not.
 
     Compiled, the activations, the likelihood's reductions and the log-sum-exps run as a few fused
-    loops between the networks' products instead of one pass over memory each: 1.2-1.45x faster
+    loops between the networks' products instead of one pass over memory each: 1.1-1.8x faster
     evaluation at the same figures up to float rounding (BENCHMARKS.md, evaluation speed). Shapes are
     static: a last, smaller batch or chunk compiles once more. If compiling fails (a machine without a
     C++ compiler, an operation the compiler does not support), the evaluation goes on uncompiled with
