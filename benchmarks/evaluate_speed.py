@@ -134,5 +134,6 @@ def main() -> None:
     print(f"speed-up: {loop_per_image / ours_per_image:.1f}x "
           f"(loop extrapolated to {result['n']} images: {loop_per_image * result['n']:.0f} s)")
 
+
 if __name__ == "__main__":
     main()

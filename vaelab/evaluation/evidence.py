@@ -148,7 +148,7 @@ class ChunkStep:
             try:
                 return self._step(model, x, c, q, p, eps)
             except Exception as error:  # any compiler failure: the uncompiled step is the same function
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 log.warning("torch.compile failed (%s); evaluating uncompiled", reason[:200])
                 self.compiled, self._step = False, chunk_terms
         return self._step(model, x, c, q, p, eps)
