@@ -37,7 +37,6 @@ import vaelab
 from vaelab.bounds.estimator import evaluation_terms_at
 from vaelab.data.pipeline import load_data
 from vaelab.evaluation.evidence import EXAMPLES_PER_BATCH, chunk_samples
-from vaelab.models.latents import reparameterize
 
 
 def evaluation_chunks(model: vaelab.VAE, images: int, iw_samples: int) -> tuple[int, int]:
@@ -69,7 +68,7 @@ def network_floor(model: vaelab.VAE, x: torch.Tensor, iw_samples: int) -> float:
     once = recorded_products(model, lambda: q_and_p.update(q=model.encode(first, condition), p=model.prior_for(condition)))
     q, p = q_and_p["q"], q_and_p["p"]
     eps = torch.randn(chunk, batch, model.latent_size, device=model.device, dtype=model.dtype)
-    per_chunk = recorded_products(model, lambda: evaluation_terms_at(model, first, condition, q, p, reparameterize(q, eps)))
+    per_chunk = recorded_products(model, lambda: evaluation_terms_at(model, first, condition, q, p, eps))
     return (products_seconds(once) + products_seconds(per_chunk) * (iw_samples / chunk)) * (images / batch)
 
 

@@ -46,6 +46,20 @@ def test_compiled_equals_uncompiled(overrides):
     assert compiled["kl_per_layer"] == pytest.approx(eager["kl_per_layer"], abs=1e-4)
 
 
+@pytest.mark.parametrize("overrides", MODELS.values(), ids=MODELS.keys())
+def test_a_chunk_of_samples_traces_as_one_graph(overrides):
+    """A graph break (Python the tracer cannot follow, such as a cache keyed on a tensor's identity)
+    splits the chunk into regions run one after another, with no fusion across them: a hierarchy's
+    chunk once ran as ten."""
+    model, x = _model(**overrides), _images()
+    torch._dynamo.reset()
+    with torch.no_grad():
+        q, p = model.encode(x, None), model.prior_for(None)
+        explained = torch._dynamo.explain(chunk_terms)(model, x, None, q, p, torch.randn(7, x.shape[0], model.latent_size))
+    assert explained.graph_break_count == 0, [reason.reason for reason in explained.break_reasons]
+    assert explained.graph_count == 1
+
+
 def test_compiled_evaluation_follows_changed_weights():
     """A compiled graph must not keep the weights it first saw (as inductor's "freezing" would):
     evaluating, training on, and evaluating again in one process gives the new model's figures."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution
 
-from vaelab.models.latents import layer_kls, layer_sizes, reparameterize, sampled_and_closed_form_kls
+from vaelab.models.latents import draw, layer_kls, layer_sizes, sampled_and_closed_form_kls
 from vaelab.models.vae import VAE
 
 
@@ -64,21 +64,23 @@ def bound_terms(
     draw that every process of a distributed run shares.
     """
     q = model.encode(x, c)
-    z = reparameterize(q, eps)  # [K, ..., latent_size]
+    z, q_layers = draw(q, eps)  # z: [K, ..., latent_size]
     log_px_z = model.decode(z, c).log_prob(x)  # [K, ...]
-    return BoundTerms(log_px_z, tuple(layer_kls(q, model.prior_for(c), z, closed_form_kl)), layer_sizes(q))
+    return BoundTerms(log_px_z, tuple(layer_kls(q_layers, model.prior_for(c), z, closed_form_kl)), layer_sizes(q))
 
 
 def evaluation_terms_at(
-    model: VAE, x: torch.Tensor, c: torch.Tensor | None, q: Distribution, p: Distribution, z: torch.Tensor,
+    model: VAE, x: torch.Tensor, c: torch.Tensor | None, q: Distribution, p: Distribution, eps: torch.Tensor,
 ) -> tuple[BoundTerms, list[torch.Tensor]]:
-    """What the evaluator needs at samples ``z`` of q = q(z|x, c), with p = p(z|c), from one decode and
-    one pass over the latent conditionals: the importance-weight terms (:func:`bound_terms`' with
-    log q - log p in every layer) and each layer's KL ``[K, ...]`` to report, in closed form where
-    both factors are Gaussian. The evaluator draws many chunks of samples from one q and p, so the
-    encoder, and a prior that is itself a network (the VampPrior), run once per batch, not per chunk."""
+    """What the evaluator needs at the samples of q = q(z|x, c) drawn from the noise ``eps``, with
+    p = p(z|c), from one decode and one pass over the latent conditionals: the importance-weight terms
+    (:func:`bound_terms`' with log q - log p in every layer) and each layer's KL ``[K, ...]`` to report,
+    in closed form where both factors are Gaussian. The evaluator draws many chunks of samples from one
+    q and p, so the encoder, and a prior that is itself a network (the VampPrior), run once per batch,
+    not per chunk."""
+    z, q_layers = draw(q, eps)
     log_px_z = model.decode(z, c).log_prob(x)  # [K, ...]
-    sampled, closed = sampled_and_closed_form_kls(q, p, z)
+    sampled, closed = sampled_and_closed_form_kls(q_layers, p, z)
     return BoundTerms(log_px_z, tuple(sampled), layer_sizes(q)), closed
 
 

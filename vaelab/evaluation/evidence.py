@@ -37,7 +37,6 @@ from vaelab.evaluation.comparison import example_fingerprints, per_example_path,
 from vaelab.evaluation.latents import ACTIVE_UNIT_THRESHOLD, kl_per_dim
 from vaelab.evaluation.partial import Batches, PartialEvaluation, evaluation_key
 from vaelab.fileio import atomic_write_json
-from vaelab.models.latents import reparameterize
 from vaelab.models.vae import VAE
 from vaelab.training.distributed import Processes, session
 
@@ -117,7 +116,7 @@ def chunk_terms(model: VAE, x: torch.Tensor, c: torch.Tensor | None, q: Distribu
     both factors are Gaussian. Everything between the noise and these sums (the decoder, the
     likelihood's reductions, a mixture prior's log-sum-exp) is this one function: the unit that
     :class:`ChunkStep` compiles."""
-    terms, reported_kl = evaluation_terms_at(model, x, c, q, p, reparameterize(q, eps))
+    terms, reported_kl = evaluation_terms_at(model, x, c, q, p, eps)
     return (torch.logsumexp(terms.log_weights, dim=0), terms.log_px_z.sum(0),
             torch.stack([kl.sum(0) for kl in reported_kl]))
 

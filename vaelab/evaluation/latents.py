@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution, MixtureSameFamily, Normal
 
-from vaelab.models.latents import conditionals, gaussian_kl_per_dim, is_diagonal_normal, sample, split_layers
+from vaelab.models.latents import conditionals, draw, gaussian_kl_per_dim, is_diagonal_normal, split_layers
 from vaelab.models.vae import VAE
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: dimension d is active if Cov_x(E_q[z_d]) > 0.01
@@ -69,9 +69,10 @@ def _marginal_kl(q_l: Distribution, p_l: MixtureSameFamily, z_l: torch.Tensor) -
 def _batch_kl_per_dim(model: VAE, x: torch.Tensor, c: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
     """``[B, latent_size]``: each dimension's KL for a batch."""
     q, p = model.encode(x, c), model.prior_for(c)
-    z = sample(q, KL_SAMPLES, generator)  # [S, B, latent_size]
+    eps = torch.randn(KL_SAMPLES, *q.batch_shape, *q.event_shape, generator=generator, device=x.device, dtype=model.dtype)
+    z, q_layers = draw(q, eps)  # z: [S, B, latent_size]
     kls = []
-    for q_l, p_l, z_l in zip(conditionals(q, z), conditionals(p, z), split_layers(q, z)):
+    for q_l, p_l, z_l in zip(q_layers, conditionals(p, z), split_layers(q, z)):
         if is_diagonal_normal(p_l):
             kl = gaussian_kl_per_dim(q_l, p_l)
             kls.append(kl.mean(0) if kl.dim() == 3 else kl)

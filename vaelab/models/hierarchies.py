@@ -15,8 +15,8 @@ in what the networks share and what the decoder reads:
 
 A wiring is a :class:`Hierarchy`: it adds its modules to the model (so parameter names stay flat, as
 in the saved runs) and builds the posterior and prior :class:`~vaelab.models.latents.Chain` and the
-decoder's input. Both chains share :class:`TopDownPosterior`'s sampling and its cache of the
-conditionals met while sampling, which evaluation relies on (see its docstring).
+decoder's input. Both wirings share :class:`TopDownPosterior`'s top-down drawing, which returns
+the conditionals it met with z (see its docstring).
 """
 
 from __future__ import annotations
@@ -65,29 +65,26 @@ class TopDownPosterior(Chain):
 
     Evaluation draws thousands of z per image and then needs the conditionals at exactly those z
     (log q for the importance weights, the KL per layer). Both are per-sample networks, the cost of a
-    hierarchy beside its decoder, so the conditionals met while sampling are kept for the z that
-    :meth:`reparameterize` returned (unless that tensor has been changed in place since), and each
-    wiring computes what depends on x alone once per image in its constructor.
+    hierarchy beside its decoder, so :meth:`draw` returns the conditionals it met with the z it drew,
+    and each wiring computes what depends on x alone once per image in its constructor. Nothing is
+    kept between calls, so ``torch.compile`` traces a chunk of evaluation as one graph.
     """
 
     def __init__(self, model: VAE, batch_shape: torch.Size, reference: torch.Tensor) -> None:
         self.model = model
         super().__init__((model.latent_dim,) * model.layers, batch_shape)
         self.device, self.dtype = reference.device, full_precision(reference).dtype
-        self._sampled: tuple[torch.Tensor, int, list[Distribution]] | None = None  # z, its version, q_l
 
     def layer(self, l: int, z_above: torch.Tensor | None) -> Distribution:
         """q(z_l|x, z_{l+1}); ``z_above`` is None for the top layer."""
         raise NotImplementedError
 
     def conditionals(self, z: torch.Tensor) -> list[Distribution]:
-        if self._sampled is not None and self._sampled[0] is z and self._sampled[1] == z._version:
-            return self._sampled[2]
         zs = z.split(self.layer_sizes, -1)
         top = len(zs) - 1
         return [self.layer(l, None if l == top else zs[l + 1]) for l in range(len(zs))]
 
-    def reparameterize(self, eps: torch.Tensor) -> torch.Tensor:
+    def draw(self, eps: torch.Tensor) -> tuple[torch.Tensor, list[Distribution]]:
         eps_layers = eps.split(self.layer_sizes, -1)
         zs: list[torch.Tensor] = [None] * len(eps_layers)  # type: ignore[list-item]
         layers: list[Distribution] = [None] * len(eps_layers)  # type: ignore[list-item]
@@ -97,10 +94,7 @@ class TopDownPosterior(Chain):
             zs[l] = q.base_dist.loc + q.base_dist.scale * eps_layers[l]
             if l < len(eps_layers) - 1 and zs[l].shape != zs[l + 1].shape:
                 zs[l + 1] = zs[l + 1].expand_as(zs[l])
-        z = torch.cat(zs, -1)
-        # kept with the count of z's in-place changes (inference-mode tensors keep none: not kept)
-        self._sampled = None if z.is_inference() else (z, z._version, layers)
-        return z
+        return torch.cat(zs, -1), layers
 
     @property
     def mean(self) -> torch.Tensor:
@@ -120,7 +114,7 @@ class TopDownPrior(Chain):
         zs = z.split(self.layer_sizes, -1)
         return [*(self.layer(l, zs[l + 1]) for l in range(len(zs) - 1)), self.top]
 
-    def reparameterize(self, eps: torch.Tensor) -> torch.Tensor:
+    def draw(self, eps: torch.Tensor) -> tuple[torch.Tensor, list[Distribution]]:
         raise NotImplementedError("the top prior may be a mixture: draw with sample_with(n, generator)")
 
     def sample_with(self, n: int, generator: torch.Generator | None) -> torch.Tensor:

@@ -101,9 +101,15 @@ class Chain(Distribution):
         """The factor of every layer given the layers above it in ``z``, bottom first."""
         raise NotImplementedError
 
+    def draw(self, eps: torch.Tensor) -> tuple[torch.Tensor, list[Distribution]]:
+        """z from standard-normal noise ``eps: [..., latent_size]``, sampled top-down, and the factor of
+        every layer met on the way (bottom first): the same as :meth:`conditionals` at that z, without
+        running the networks again."""
+        raise NotImplementedError
+
     def reparameterize(self, eps: torch.Tensor) -> torch.Tensor:
         """z from standard-normal noise ``eps: [..., latent_size]``, sampled top-down."""
-        raise NotImplementedError
+        return self.draw(eps)[0]
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return sum(d.log_prob(z_l) for d, z_l in zip(self.conditionals(z), split_layers(self, z)))
@@ -158,14 +164,20 @@ def follow_prior_below(prior: Distribution, before: torch.Tensor, after: torch.T
     return moved
 
 
-def reparameterize(q: Distribution, eps: torch.Tensor) -> torch.Tensor:
-    """z = mu + sigma * eps (or a chain's top-down version): written out, not ``q.rsample()``, so that
-    the caller's noise (from a seeded generator, shared across processes) decides the sample.
-    ``eps: [K, ..., D]`` broadcasts against q's batch shape."""
+def draw(q: Distribution, eps: torch.Tensor) -> tuple[torch.Tensor, list[Distribution]]:
+    """z = mu + sigma * eps (or a chain's top-down version) and q's factor of every layer at that z,
+    bottom first: what the KL terms need, from the one pass that drew z. Written out, not
+    ``q.rsample()``, so that the caller's noise (from a seeded generator, shared across processes)
+    decides the sample. ``eps: [K, ..., D]`` broadcasts against q's batch shape."""
     if isinstance(q, Chain):
-        return q.reparameterize(eps)
+        return q.draw(eps)
     assert is_diagonal_normal(q), "a posterior is a diagonal Gaussian or a Chain"
-    return q.base_dist.loc + q.base_dist.scale * eps
+    return q.base_dist.loc + q.base_dist.scale * eps, [q]
+
+
+def reparameterize(q: Distribution, eps: torch.Tensor) -> torch.Tensor:
+    """z alone of :func:`draw`."""
+    return draw(q, eps)[0]
 
 
 def sample(dist: Distribution, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -203,13 +215,19 @@ def gaussian_kl_per_dim(q: Independent, p: Independent) -> torch.Tensor:
     return torch.log(s_p / s_q) + (s_q.square() + (m_q - m_p).square()) / (2 * s_p.square()) - 0.5
 
 
-def sampled_and_closed_form_kls(q: Distribution, p: Distribution, z: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def _layers_of(q_layers: list[Distribution], z: torch.Tensor) -> list[torch.Tensor]:
+    return list(z.split([q_l.event_shape[-1] for q_l in q_layers], dim=-1))
+
+
+def sampled_and_closed_form_kls(q_layers: list[Distribution], p: Distribution,
+                                z: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Both of :func:`layer_kls`' answers from one pass over the conditionals (whose networks are the
     cost of a hierarchical model, and a mixture prior's log p(z) that of a VampPrior): each layer's
     log q - log p at ``z`` ``[K, ...]``, and its KL ``[K, ...]`` in closed form, summed over its
-    dimensions, where both factors are diagonal Gaussians, else that same sampled term."""
+    dimensions, where both factors are diagonal Gaussians, else that same sampled term. ``q_layers``
+    are the posterior's factors at z, as :func:`draw` returns them."""
     sampled, closed = [], []
-    for q_l, p_l, z_l in zip(conditionals(q, z), conditionals(p, z), split_layers(q, z)):
+    for q_l, p_l, z_l in zip(q_layers, conditionals(p, z), _layers_of(q_layers, z)):
         ratio = q_l.log_prob(z_l) - p_l.log_prob(z_l)
         sampled.append(ratio)
         gaussian = is_diagonal_normal(q_l) and is_diagonal_normal(p_l)
@@ -217,8 +235,9 @@ def sampled_and_closed_form_kls(q: Distribution, p: Distribution, z: torch.Tenso
     return sampled, closed
 
 
-def layer_kls(q: Distribution, p: Distribution, z: torch.Tensor, closed_form: bool) -> list[torch.Tensor]:
-    """The KL of each layer at the sample ``z: [K, ..., D]``, bottom first.
+def layer_kls(q_layers: list[Distribution], p: Distribution, z: torch.Tensor, closed_form: bool) -> list[torch.Tensor]:
+    """The KL of each layer at the sample ``z: [K, ..., D]``, bottom first, from the posterior's
+    factors at z (``q_layers``, as :func:`draw` returns them).
 
     With ``closed_form`` a layer whose q and p factors are both diagonal Gaussians gives its KL per
     dimension ``[K, ..., D_l]`` (exact given the layers above, whose sample is in z); any other layer,
@@ -226,7 +245,7 @@ def layer_kls(q: Distribution, p: Distribution, z: torch.Tensor, closed_form: bo
     log density ratio that importance weights need.
     """
     kls = []
-    for q_l, p_l, z_l in zip(conditionals(q, z), conditionals(p, z), split_layers(q, z)):
+    for q_l, p_l, z_l in zip(q_layers, conditionals(p, z), _layers_of(q_layers, z)):
         if closed_form and is_diagonal_normal(q_l) and is_diagonal_normal(p_l):
             kl = gaussian_kl_per_dim(q_l, p_l)
             kls.append(kl.expand(*z_l.shape[:-1], kl.shape[-1]))
