@@ -50,15 +50,15 @@ def main() -> None:
     x = torch.bernoulli(torch.full((batch * args.steps, 1, 28, 28), 0.3), generator=torch.Generator().manual_seed(0))
     data = TrainingData(x=x, c=None, dynamic_binarize=False, label_weight=0.0)
     schedule, bar = objective_schedule(TrainConfig()), tqdm(disable=True)
-    runs = {precision: (*_model(overrides), precision) for precision in ("fp32", "bf16")}
+    runs = {precision: _model(overrides) for precision in ("fp32", "bf16")}
+    steps = {precision: BatchObjective(model, data, precision) for precision, (model, _) in runs.items()}
     times: dict[str, list[float]] = {precision: [] for precision in runs}
     losses: dict[str, float] = {}
     for epoch in range(args.epochs + 1):
-        for precision, (model, optimizer, _) in runs.items():
-            step = BatchObjective(model, data, precision)
+        for precision, (model, optimizer) in runs.items():
             started = time.perf_counter()
             metrics = train_epoch(model, optimizer, data, batch, torch.Generator().manual_seed(epoch), schedule, 1, None,
-                                  bar, batch_objective=step)
+                                  bar, batch_objective=steps[precision])
             if epoch > 0:  # epoch 0 warms up
                 times[precision].append((time.perf_counter() - started) / args.steps * 1e3)
             losses[precision] = metrics["negative_elbo"]

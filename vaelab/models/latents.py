@@ -215,10 +215,6 @@ def gaussian_kl_per_dim(q: Independent, p: Independent) -> torch.Tensor:
     return torch.log(s_p / s_q) + (s_q.square() + (m_q - m_p).square()) / (2 * s_p.square()) - 0.5
 
 
-def _layers_of(q_layers: list[Distribution], z: torch.Tensor) -> list[torch.Tensor]:
-    return list(z.split([q_l.event_shape[-1] for q_l in q_layers], dim=-1))
-
-
 def sampled_and_closed_form_kls(q_layers: list[Distribution], p: Distribution,
                                 z: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Both of :func:`layer_kls`' answers from one pass over the conditionals (whose networks are the
@@ -227,7 +223,7 @@ def sampled_and_closed_form_kls(q_layers: list[Distribution], p: Distribution,
     dimensions, where both factors are diagonal Gaussians, else that same sampled term. ``q_layers``
     are the posterior's factors at z, as :func:`draw` returns them."""
     sampled, closed = [], []
-    for q_l, p_l, z_l in zip(q_layers, conditionals(p, z), _layers_of(q_layers, z)):
+    for q_l, p_l, z_l in zip(q_layers, conditionals(p, z), split_layers(p, z)):
         ratio = q_l.log_prob(z_l) - p_l.log_prob(z_l)
         sampled.append(ratio)
         gaussian = is_diagonal_normal(q_l) and is_diagonal_normal(p_l)
@@ -245,7 +241,7 @@ def layer_kls(q_layers: list[Distribution], p: Distribution, z: torch.Tensor, cl
     log density ratio that importance weights need.
     """
     kls = []
-    for q_l, p_l, z_l in zip(q_layers, conditionals(p, z), _layers_of(q_layers, z)):
+    for q_l, p_l, z_l in zip(q_layers, conditionals(p, z), split_layers(p, z)):
         if closed_form and is_diagonal_normal(q_l) and is_diagonal_normal(p_l):
             kl = gaussian_kl_per_dim(q_l, p_l)
             kls.append(kl.expand(*z_l.shape[:-1], kl.shape[-1]))
