@@ -145,6 +145,8 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     opt.add_argument("--precision", choices=("fp32", "bf16"), help="bf16: autocast the networks (GPUs, CPUs with AVX512-BF16) (default: fp32)")
     opt.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks (compiles up front)")
     opt.add_argument("--device", help=f"auto, cpu, cuda, cuda:N or mps (default: {t.device})")
+    opt.add_argument("--init-from", metavar="RUN", help="start from the weights of RUN, a run of the same model (fine-tuning, "
+                     "or a warm restart with a new schedule; --config RUN/config.json gives its model)")
     run = p.add_argument_group("run")
     run.add_argument("--config", type=Path, help="JSON file with data/model/train sections (flags override it)")
     run.add_argument("--out", type=Path, help="new run directory (default: runs/<dataset>-<arch>-<time>)")
@@ -160,7 +162,7 @@ SETTINGS = (
     "likelihood", "gaussian_scale", "epochs", "batch_size", "lr", "grad_clip", "early_stopping",
     "seed", "device", "labelled", "missing_frac", "condition", "objective", "beta", "warmup_epochs",
     "free_bits", "iwae_samples", "alpha", "precision", "compile", "classifier", "prior", "stochastic_layers",
-    "hierarchy",
+    "hierarchy", "init_from",
     "lr_schedule", "lr_min", "mixture_components",
 )
 

@@ -344,6 +344,7 @@ class TrainConfig:
     alpha: float | None = None  # weight of log q(y|x) on labelled examples (None: Kingma et al.'s 0.1 N / N_l)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the networks; fast on GPUs and CPUs with AVX512-BF16/AMX)
     compile: bool = False  # torch.compile the networks (opt-in: compiling takes time up front)
+    init_from: str | None = None  # a run of the same model whose weights this run starts from (None: seeded initialisation)
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -385,6 +386,7 @@ class TrainConfig:
             raise ConfigError("objective", f"{self.objective} trains its bound as it is; KL warm-up and free bits apply to {scheduled}")
         _require(self.alpha is None or self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")
         _require(self.precision in PRECISIONS, "precision", f"expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _require(self.init_from is None or bool(self.init_from), "init_from", "must name a run directory")
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}

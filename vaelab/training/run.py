@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,26 @@ def _build_model(config: RunConfig, device: torch.device) -> VAE:
         torch.manual_seed(config.train.seed)
         model = VAE(config.model)
     return model.to(device)
+
+
+def _starting_weights(config: RunConfig) -> dict[str, torch.Tensor]:
+    """``--init-from RUN``: the weights of another run for a new run to start from — fine-tuning on
+    other data, or a warm restart with a fresh schedule. Only the same model qualifies (every model
+    setting equal), since a weight that fits only by shape would be a silent mix of two models."""
+    try:
+        source = rundir.load(config.train.init_from)
+    except VaelabError as exc:
+        raise VaelabError(f"--init-from {exc}") from None
+    theirs, ours = source.config.model, config.model
+    differing = [f.name for f in fields(theirs) if getattr(theirs, f.name) != getattr(ours, f.name)]
+    if differing:
+        name = differing[0]
+        raise VaelabError(
+            f"--init-from {source.path}: its model differs from this run's in {', '.join(differing)} "
+            f"({name} {getattr(theirs, name)!r} there, {getattr(ours, name)!r} here); "
+            f"give this run the same model, e.g. with --config {source.path / rundir.CONFIG}"
+        )
+    return source.model.state_dict()
 
 
 def _check_objective(config: RunConfig, world_size: int) -> None:
@@ -185,7 +205,8 @@ def train(
 
     ``settings`` override ``config`` by name, e.g. ``train(dataset="fashion-mnist", latent_dim=2)``.
     With ``resume=RUN`` the run continues from its last finished epoch; only ``epochs`` (to train
-    longer) and ``device`` may then be changed. ``callbacks`` (:class:`~vaelab.training.callbacks.Callback`)
+    longer) and ``device`` may then be changed. ``init_from=RUN`` starts a new run from RUN's weights (the
+    same model) instead of the seeded initialisation. ``callbacks`` (:class:`~vaelab.training.callbacks.Callback`)
     watch the run on rank 0. Started by torchrun, every process trains its share of each batch and
     rank 0 alone writes the run directory. Pictures: ``vaelab.views.run_views.write_run_views(run)``.
     """
@@ -277,8 +298,11 @@ def _train(
             rundir.save_model(run_dir, model)
             rundir.save_metrics(run_dir, metrics)
     else:
-        model.initialise(dataset.train.x.to(device))
-        condition.initialise(model, dataset.train)
+        if config.train.init_from is None:
+            model.initialise(dataset.train.x.to(device))
+            condition.initialise(model, dataset.train)
+        else:
+            model.load_state_dict(_starting_weights(config))
         run_dir = distributed.from_main(processes, lambda: _new_run_dir(out, config))
         start_epoch = 0
         initial_loss = None
