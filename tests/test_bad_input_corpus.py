@@ -262,13 +262,20 @@ def _flag_cases() -> list[Case]:
         "resume-with-out": (["train", "--resume", "{run}", "--out", "{dir}/o"], "--resume"),
         "resume-change-hidden": (["train", "--resume", "{run}", "--hidden", "8"], "hidden"),
         "train-existing-out": (["train", "--out", "{run}", "--epochs", "1"], "run"),
+        "train-init-from-other-model": (["train", "--init-from", "{run}", "--out", "{dir}/o", "--epochs", "1"], "--init-from"),
+        "train-init-from-not-a-run": (["train", "--init-from", "{dir}", "--out", "{dir}/o", "--epochs", "1"], "--init-from"),
     }
     cases += [Case(f"flag-{name}", _argv(args), names, needs_run=True) for name, (args, names) in on_run.items()]
 
     def existing_png(case_dir: Path, run: Path) -> None:
         (case_dir / "old.png").write_bytes(b"a picture the user made")
 
+    def damaged_weights(case_dir: Path, run: Path) -> None:
+        (run / "model.safetensors").write_bytes(b"\x00" * 64)
+
     cases += [
+        Case("flag-train-init-from-damaged-weights", _argv(["train", "--config", "{run}/config.json", "--init-from", "{run}",
+                                                            "--out", "{dir}/o", "--epochs", "1"]), "--init-from", damaged_weights, True),
         Case("flag-sample-out-exists", _argv(["sample", "{run}", "--out", "{dir}/old.png"]), "--out", existing_png, True),
         Case("flag-reconstruct-out-exists", _argv(["reconstruct", "{run}", "--out", "{dir}/old.png"]), "--out", existing_png, True),
     ]
