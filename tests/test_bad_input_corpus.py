@@ -270,12 +270,10 @@ def _flag_cases() -> list[Case]:
     def existing_png(case_dir: Path, run: Path) -> None:
         (case_dir / "old.png").write_bytes(b"a picture the user made")
 
-    def damaged_weights(case_dir: Path, run: Path) -> None:
-        (run / "model.safetensors").write_bytes(b"\x00" * 64)
-
     cases += [
         Case("flag-train-init-from-damaged-weights", _argv(["train", "--config", "{run}/config.json", "--init-from", "{run}",
-                                                            "--out", "{dir}/o", "--epochs", "1"]), "--init-from", damaged_weights, True),
+                                                            "--out", "{dir}/o", "--epochs", "1"]), "--init-from",
+             _file_defects("model.safetensors")["truncated-half"], True),
         Case("flag-sample-out-exists", _argv(["sample", "{run}", "--out", "{dir}/old.png"]), "--out", existing_png, True),
         Case("flag-reconstruct-out-exists", _argv(["reconstruct", "{run}", "--out", "{dir}/old.png"]), "--out", existing_png, True),
     ]
