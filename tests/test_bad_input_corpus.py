@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -270,7 +271,14 @@ def _flag_cases() -> list[Case]:
     def existing_png(case_dir: Path, run: Path) -> None:
         (case_dir / "old.png").write_bytes(b"a picture the user made")
 
+    def binary_table(case_dir: Path, run: Path) -> None:
+        rows = torch.bernoulli(torch.full((120, 10), 0.5), generator=torch.Generator().manual_seed(0))
+        np.savez(case_dir / "table.npz", x=rows.numpy())
+
     cases += [
+        Case("flag-train-local-autoregressive-on-a-table",
+             _argv(["train", "--dataset", "{dir}/table.npz", "--likelihood", "bernoulli-ar", "--out", "{dir}/o", "--epochs", "1"]),
+             "--likelihood", binary_table),
         Case("flag-train-init-from-damaged-weights", _argv(["train", "--config", "{run}/config.json", "--init-from", "{run}",
                                                             "--out", "{dir}/o", "--epochs", "1"]), "--init-from",
              _file_defects("model.safetensors")["truncated-half"], True),

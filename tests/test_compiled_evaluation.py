@@ -21,6 +21,8 @@ MODELS = {
     "mlp": {},
     "gated hierarchy, VampPrior": {"arch": "gated", "stochastic_layers": 2, "hierarchy": "hvae", "prior": "vamp:5"},
     "conv": {"arch": "conv", "channels": (4, 8)},
+    "gated hierarchy, local autoregressive Bernoulli": {"arch": "gated", "stochastic_layers": 2, "hierarchy": "hvae",
+                                                        "prior": "vamp:5", "likelihood": "bernoulli-ar"},
 }
 
 
@@ -28,7 +30,10 @@ def _model(**overrides) -> VAE:
     torch.manual_seed(0)
     config = ModelConfig(**{"hidden": (16,), "latent_dim": 3, "likelihood": "bernoulli", "input_shape": (1, 8, 8),
                             **overrides})
-    return VAE(config).eval()
+    model = VAE(config).eval()
+    if config.likelihood == "bernoulli-ar":  # a context that speaks: it starts silent
+        torch.nn.init.normal_(model.likelihood.context.window.weight)
+    return model
 
 
 def _images(n: int = 20) -> torch.Tensor:

@@ -11,6 +11,10 @@ Which one to pick:
 - ``bernoulli``: for binary data (``--binarize static|dynamic``). On grey intensities in [0, 1] its
   ``log_prob`` is minus the binary cross-entropy, which is *not* a normalised density over [0, 1]:
   the number is comparable to pytorch/examples' loss, not to a likelihood. vaelab says so in logs.
+- ``bernoulli-ar``: for binary images, a Bernoulli per pixel that also reads the pixels before it in
+  raster order (a 7x7 causal window, ``autoregressive.py``): a local autoregressive decoder, still an
+  exact probability, whose context is computed once per image however many latents are decoded.
+  Drawing an image is sequential; pictures show each pixel's probability along the most probable path.
 - ``cbernoulli``: the continuous Bernoulli (Loaiza-Ganem & Cunningham, 2019), the properly normalised
   density on [0, 1] with the same logits parameterisation.
 - ``gaussian``: N(x; mean, sigma^2) per dimension, sigma fixed or learned (one shared value);
@@ -36,7 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, constraints
 
-from vaelab.config import ModelConfig
+from vaelab.config import ConfigError, ModelConfig
+from vaelab.models.autoregressive import CONTEXT_GATES, CausalContext, LocalAutoregressiveBernoulli
 from vaelab.models.discretized import LEVELS, DiscretizedLogistic, DiscretizedLogisticMixture, uncapped_log_scale
 
 # |logit| below this uses a Taylor expansion of the continuous Bernoulli normaliser and mean (0/0 at 0).
@@ -207,6 +212,29 @@ class Bernoulli(Likelihood):
         return None
 
 
+class LocalAutoregressiveBernoulliLikelihood(Bernoulli):
+    """For binary images: a Bernoulli per pixel that also reads the pixels before it (``autoregressive.py``);
+    the decoder gives ``1 + M`` values per pixel, the causal context network is this module's own."""
+
+    params_per_value = 1 + CONTEXT_GATES
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        shape = config.input_shape
+        if shape is not None and len(shape) != 3:
+            raise ConfigError("likelihood", f"bernoulli-ar reads each pixel's neighbours: it needs images [C, H, W], "
+                                            f"not data of shape {list(shape)} (use bernoulli)")
+        self.context = CausalContext(shape[0] if shape is not None else 1)
+
+    def forward(self, params: torch.Tensor, event_ndims: int) -> Distribution:
+        return LocalAutoregressiveBernoulli(params, self.context)
+
+    def output_bias(self, data_mean: torch.Tensor) -> torch.Tensor:
+        """The data's marginal as the factorised part; no latent modulation of the context yet."""
+        gates = data_mean.new_zeros(CONTEXT_GATES * data_mean.shape[0], *data_mean.shape[1:])
+        return torch.cat((super().output_bias(data_mean), gates), dim=0)
+
+
 class ContinuousBernoulli(Likelihood):
     def forward(self, params: torch.Tensor, event_ndims: int) -> Distribution:
         return ContinuousBernoulliLikelihood(params, event_ndims)
@@ -324,6 +352,7 @@ class DLogisticMixture(Likelihood):
 
 LIKELIHOODS: dict[str, type[Likelihood]] = {
     "bernoulli": Bernoulli,
+    "bernoulli-ar": LocalAutoregressiveBernoulliLikelihood,
     "cbernoulli": ContinuousBernoulli,
     "gaussian": Gaussian,
     "gaussian-pixel": PixelGaussian,

@@ -1,0 +1,126 @@
+"""The local autoregressive Bernoulli (``--likelihood bernoulli-ar``): a normalised probability of every
+binary image, causal (a pixel's probability reads only earlier pixels), exact draws, the factorised
+Bernoulli when its context is silent, and a whole run (train, evaluate, sample) through the CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.distributions import Bernoulli, Independent
+
+from vaelab.cli import main
+from vaelab.config import ConfigError, ModelConfig
+from vaelab.models.autoregressive import CONTEXT_GATES, CausalContext, LocalAutoregressiveBernoulli, causal_mask
+from vaelab.models.vae import VAE
+
+
+def _random(shape: tuple[int, int, int], batch: int, seed: int) -> LocalAutoregressiveBernoulli:
+    """A distribution with random decoder outputs and a random (not silent) context."""
+    torch.manual_seed(seed)
+    context = CausalContext(shape[0], kernel=3)
+    for parameter in context.parameters():
+        torch.nn.init.normal_(parameter)
+    params = torch.randn(batch, (1 + CONTEXT_GATES) * shape[0], *shape[1:])
+    return LocalAutoregressiveBernoulli(params, context)
+
+
+def _every_image(shape: tuple[int, int, int]) -> torch.Tensor:
+    n = shape[0] * shape[1] * shape[2]
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=n))).view(-1, 1, *shape)  # [2^n, 1, C, H, W]
+
+
+def test_the_mask_keeps_exactly_the_pixels_before_the_centre():
+    mask = causal_mask(5)
+    assert mask.sum() == 12  # two rows above (10) and two to the left
+    assert mask[2, 2] == 0 and mask[2, :2].eq(1).all() and mask[3:].eq(0).all() and mask[:2].eq(1).all()
+
+
+@given(shape=st.sampled_from([(1, 2, 3), (2, 2, 2), (1, 3, 3), (3, 1, 3)]), seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=12, deadline=None)
+def test_probabilities_of_every_binary_image_sum_to_one(shape, seed):
+    p = _random(shape, batch=3, seed=seed)
+    total = p.log_prob(_every_image(shape)).double().exp().sum(0)  # [3]
+    torch.testing.assert_close(total, torch.ones(3, dtype=torch.float64), atol=1e-5, rtol=0)
+
+
+@given(seed=st.integers(0, 2**31 - 1), row=st.integers(0, 4), col=st.integers(0, 4))
+@settings(max_examples=20, deadline=None)
+def test_a_pixel_s_probability_reads_only_earlier_pixels(seed, row, col):
+    """Flipping pixel (row, col) leaves the logits of that pixel and of every pixel before it unchanged."""
+    p = _random((2, 5, 5), batch=1, seed=seed)
+    x = torch.bernoulli(torch.full((1, 2, 5, 5), 0.5))
+    flipped = x.clone()
+    flipped[..., row, col] = 1 - flipped[..., row, col]
+    before = torch.zeros(5, 5, dtype=torch.bool)
+    before.view(-1)[: row * 5 + col + 1] = True
+    torch.testing.assert_close(p.logits(x)[..., before], p.logits(flipped)[..., before])
+    assert not torch.equal(p.logits(x)[..., ~before], p.logits(flipped)[..., ~before]) or not (~before).any()
+
+
+def test_with_a_silent_context_it_is_the_factorised_bernoulli():
+    """Context weights and biases zero: exactly torch.distributions' Bernoulli on the decoder's first outputs."""
+    context = CausalContext(1)
+    for parameter in context.parameters():
+        torch.nn.init.zeros_(parameter)
+    params = torch.randn(4, 1 + CONTEXT_GATES, 6, 6)
+    x = torch.bernoulli(torch.full((4, 1, 6, 6), 0.4))
+    expected = Independent(Bernoulli(logits=params[:, :1]), 3).log_prob(x)
+    torch.testing.assert_close(LocalAutoregressiveBernoulli(params, context).log_prob(x), expected)
+
+
+def test_draws_follow_the_probabilities():
+    shape = (1, 1, 3)
+    p = _random(shape, batch=1, seed=3)
+    draws = p.sample((20000,), generator=torch.Generator().manual_seed(0))  # [20000, 1, 1, 1, 3]
+    assert draws.shape == (20000, 1, 1, 1, 3)
+    codes = (draws.view(20000, 3) * torch.tensor([4.0, 2.0, 1.0])).sum(1).long()
+    frequencies = torch.bincount(codes, minlength=8).double() / 20000
+    probabilities = p.log_prob(_every_image(shape)).double().exp().view(8)  # itertools order = binary codes
+    torch.testing.assert_close(frequencies, probabilities, atol=0.015, rtol=0)
+
+
+def test_the_mean_is_the_probability_along_the_most_probable_path():
+    p = _random((1, 4, 4), batch=2, seed=5)
+    mean = p.mean
+    path = (mean > 0.5).float()
+    torch.testing.assert_close(mean, torch.sigmoid(p.logits(path)))
+
+
+def test_decoding_with_sample_dimensions_reads_each_image_once():
+    model = VAE(ModelConfig(likelihood="bernoulli-ar", hidden=(16,), latent_dim=3, input_shape=(1, 8, 8)))
+    p_x = model.decode(torch.randn(5, 4, 3))  # [K, B, D]
+    assert p_x.batch_shape == (5, 4) and p_x.event_shape == (1, 8, 8)
+    x = torch.bernoulli(torch.full((4, 1, 8, 8), 0.3))
+    assert p_x.log_prob(x).shape == (5, 4)
+    assert model.sample(3).shape == (3, 1, 8, 8) and model.reconstruct(x).shape == x.shape
+
+
+def test_it_starts_at_the_data_marginal():
+    model = VAE(ModelConfig(likelihood="bernoulli-ar", hidden=(16,), latent_dim=2, input_shape=(1, 6, 6)))
+    data_mean = torch.rand(1, 6, 6) * 0.8 + 0.1
+    model.initialise(data_mean[None])
+    with torch.no_grad():
+        model.decoder_net.output_layer().weight.zero_()
+    torch.testing.assert_close(model.decode(torch.randn(3, 2)).mean, data_mean.expand(3, 1, 6, 6))
+
+
+def test_data_that_are_not_images_are_refused():
+    with pytest.raises(ConfigError, match="likelihood: bernoulli-ar reads each pixel's neighbours"):
+        VAE(ModelConfig(likelihood="bernoulli-ar", input_shape=(10,)))
+
+
+def test_a_run_trains_evaluates_and_samples(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--binarize", "dynamic", "--likelihood", "bernoulli-ar",
+                 "--epochs", "2", "--hidden", "32", "--latent-dim", "4", "--out", str(run), "--no-progress",
+                 "--no-plots"]) == 0
+    assert main(["evaluate", str(run), "--iw-samples", "20", "--limit", "64", "--no-progress"]) == 0
+    result = json.loads((run / "evaluation-test-first64-K20.json").read_text())
+    assert result["discrete_likelihood"] and result["nll"] <= result["negative_elbo"] + 1e-3
+    assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "samples.png")]) == 0
+    assert (tmp_path / "samples.png").stat().st_size > 0
