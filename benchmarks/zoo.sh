@@ -5,13 +5,13 @@
 # its optimizer state (float16 weights where float32 would pass the zoo's 8 MB), evaluate that copy
 # on all 10,000 test images at K = 5000, and check the evaluator against an independent per-image
 # computation.
-#   OMP_NUM_THREADS=2 bash benchmarks/zoo.sh vamp        # MODEL: vae | vamp | hvae-vamp | conv-hvae
+#   OMP_NUM_THREADS=2 bash benchmarks/zoo.sh vamp        # MODEL: vae | vamp | hvae-vamp | hvae-vamp-ar | conv-hvae
 # Epoch counts are sized to this project's 2-core machines. On the AMD EPYC (AVX2) of the first runs:
 # vae ~70 minutes on one core, vamp ~80 minutes alone on both (12 s per epoch with validation). On the
 # Intel Xeon (AVX-512) of 2026-12-02, ~2.2x faster: hvae-vamp ~86 minutes alone on both (8.5 s per epoch),
 # conv-hvae ~82 minutes alone on both (21 s per epoch).
 set -euo pipefail
-model=${1:?usage: zoo.sh vae|vamp|hvae-vamp|conv-hvae [RUNS_DIR]}
+model=${1:?usage: zoo.sh vae|vamp|hvae-vamp|hvae-vamp-ar|conv-hvae [RUNS_DIR]}
 runs=${2:-runs/zoo}
 vaelab=${VAELAB:-.venv/bin/vaelab}
 python=${PYTHON:-.venv/bin/python}
@@ -27,6 +27,12 @@ case $model in
     # Tomczak & Welling's HVAE wiring (--hierarchy hvae): 2.8 M parameters, float16 in the zoo.
     hvae-vamp) extra=(--prior vamp:500 --stochastic-layers 2 --hierarchy hvae --batch-size 200 --lr 1.4e-3 --epochs 600)
                half=(--half) ;;
+    # The same HVAE with the local autoregressive Bernoulli (--likelihood bernoulli-ar: each pixel also reads
+    # the 24 pixels before it in a 7x7 window). The zoo's run was started with more epochs and cut to 208 with
+    # --resume --epochs as the AMX Xeon slowed to 20-29 s per epoch with validation: 89.8 minutes there.
+    hvae-vamp-ar) extra=(--prior vamp:500 --stochastic-layers 2 --hierarchy hvae --batch-size 200 --lr 1.4e-3
+                         --likelihood bernoulli-ar --epochs 208)
+                  half=(--half) ;;
     # The convolutional HVAE, standard prior (the published ConvHVAE's Gaussian row): stride-2 convolutions
     # 32-64 and a dense layer of 300 read x, transposed convolutions write it; 3.5 M parameters, float16.
     conv-hvae) extra=(--arch conv --channels 32 64 --hidden 300 --stochastic-layers 2 --hierarchy hvae --warmup-epochs 10
