@@ -82,13 +82,15 @@ class LocalAutoregressiveBernoulli(torch.distributions.Distribution):
         return a + h[..., 0, :, :, :] + (b * h[..., 1:, :, :, :]).sum(-4)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """Exact: each pixel's context is the observed data, so it is the factorised Bernoulli at these logits
+        (the same two reductions as ``likelihoods.BernoulliLikelihood``, which imports this module)."""
         logits = self.logits(value)
         return (value * logits).sum((-3, -2, -1)) - F.softplus(logits).sum((-3, -2, -1))
 
     @property
     def mean(self) -> torch.Tensor:
         """Not tractable for an autoregressive model; what pictures show instead: each pixel's probability
-        along the most probable path (every earlier pixel set to its likelier value). Deterministic."""
+        along the greedy path (every earlier pixel set to its likelier value). Deterministic."""
         return self._decode(lambda p: (p > 0.5).to(p.dtype))[1]
 
     def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None) -> torch.Tensor:

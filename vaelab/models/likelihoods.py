@@ -14,7 +14,7 @@ Which one to pick:
 - ``bernoulli-ar``: for binary images, a Bernoulli per pixel that also reads the pixels before it in
   raster order (a 7x7 causal window, ``autoregressive.py``): a local autoregressive decoder, still an
   exact probability, whose context is computed once per image however many latents are decoded.
-  Drawing an image is sequential; pictures show each pixel's probability along the most probable path.
+  Drawing an image is sequential; pictures show each pixel's probability along the greedy path.
 - ``cbernoulli``: the continuous Bernoulli (Loaiza-Ganem & Cunningham, 2019), the properly normalised
   density on [0, 1] with the same logits parameterisation.
 - ``gaussian``: N(x; mean, sigma^2) per dimension, sigma fixed or learned (one shared value);
