@@ -19,10 +19,10 @@ from vaelab.models.autoregressive import CONTEXT_GATES, CausalContext, LocalAuto
 from vaelab.models.vae import VAE
 
 
-def _random(shape: tuple[int, int, int], batch: int, seed: int) -> LocalAutoregressiveBernoulli:
+def _random(shape: tuple[int, int, int], batch: int, seed: int, kernel: int = 3) -> LocalAutoregressiveBernoulli:
     """A distribution with random decoder outputs and a random (not silent) context."""
     torch.manual_seed(seed)
-    context = CausalContext(shape[0], kernel=3)
+    context = CausalContext(shape[0], kernel=kernel)
     for parameter in context.parameters():
         torch.nn.init.normal_(parameter)
     params = torch.randn(batch, (1 + CONTEXT_GATES) * shape[0], *shape[1:])
@@ -84,11 +84,20 @@ def test_draws_follow_the_probabilities():
     torch.testing.assert_close(frequencies, probabilities, atol=0.015, rtol=0)
 
 
-def test_the_mean_is_the_probability_along_the_most_probable_path():
-    p = _random((1, 4, 4), batch=2, seed=5)
+@pytest.mark.parametrize("shape, kernel", [((1, 4, 4), 3), ((3, 9, 8), 7)])
+def test_the_mean_is_the_probability_along_the_greedy_path(shape, kernel):
+    """Decoding computes each pixel's context from its own window; the whole-image convolution must agree."""
+    p = _random(shape, batch=2, seed=5, kernel=kernel)
     mean = p.mean
     path = (mean > 0.5).float()
     torch.testing.assert_close(mean, torch.sigmoid(p.logits(path)))
+
+
+def test_a_draw_s_probabilities_are_those_of_the_whole_image_convolution():
+    p = _random((2, 7, 6), batch=3, seed=8, kernel=7)
+    draws, probabilities = p._decode(lambda q: torch.bernoulli(q, generator=torch.Generator().manual_seed(1)))
+    assert draws.shape == (3, 2, 7, 6) and set(draws.unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(probabilities, torch.sigmoid(p.logits(draws)))
 
 
 def test_decoding_with_sample_dimensions_reads_each_image_once():

@@ -104,13 +104,24 @@ class LocalAutoregressiveBernoulli(torch.distributions.Distribution):
 
     @torch.no_grad()
     def _decode(self, choose) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fill x in raster order with ``choose(probability)``; returns x and the probabilities used."""
+        """Fill x in raster order with ``choose(probability)``; returns x and the probabilities used.
+
+        Each step computes the context at one pixel only, from its ``k x k`` window of the zero-padded image
+        (what the convolution sees there), so decoding costs O(H W k^2) rather than a whole convolution per pixel.
+        """
         shape = self.batch_shape + self.event_shape
-        x = self.params.new_zeros(shape)
+        channels, outputs = self.context.channels, self.context.outputs
+        kernel, pad = self.context.window.kernel_size[0], self.context.window.padding[0]
+        weight = (self.context.window.weight * self.context.mask).view(channels, outputs, kernel, kernel)
+        weight, bias = weight.to(self.params.dtype), self.context.window.bias.view(channels, outputs).to(self.params.dtype)
+        padded = self.params.new_zeros(*shape[:-2], shape[-2] + 2 * pad, shape[-1] + 2 * pad)
         probs = self.params.new_zeros(shape)
         for row in range(shape[-2]):
             for col in range(shape[-1]):
-                p = torch.sigmoid(self.logits(x)[..., row, col])
+                window = padded[..., row:row + kernel, col:col + kernel]  # [..., C, k, k], centred on the pixel
+                h = torch.einsum("...ckl,cokl->...co", window, weight) + bias  # [..., C, 1 + M]
+                pixel = self.params[..., :, :, row, col]  # [..., 1 + M, C]: a, b_1..b_M
+                p = torch.sigmoid(pixel[..., 0, :] + h[..., 0] + (pixel[..., 1:, :] * h[..., 1:].transpose(-1, -2)).sum(-2))
                 probs[..., row, col] = p
-                x[..., row, col] = choose(p)
-        return x, probs
+                padded[..., row + pad, col + pad] = choose(p)
+        return padded[..., pad:pad + shape[-2], pad:pad + shape[-1]], probs
