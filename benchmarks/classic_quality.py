@@ -63,7 +63,7 @@ def main() -> None:
         model = TutorialVAE()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         loader = DataLoader(OneImageAtATime(raw), batch_size=128, shuffle=True)
-        for epoch in range(args.epochs):
+        for _ in range(args.epochs):
             tutorial_epoch(model, optimizer, loader)
         print(f"pytorch/examples loop: test loss {tutorial_test_loss(model, data.test.x):.2f} nats/image after {args.epochs} epochs")
 
