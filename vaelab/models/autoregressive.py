@@ -43,6 +43,13 @@ def causal_mask(kernel: int) -> torch.Tensor:
     return mask
 
 
+def combine(params: torch.Tensor, h: torch.Tensor, axis: int) -> torch.Tensor:
+    """The logit a + h_0 + sum_m b_m h_m, for the decoder's terms ``[a | b_1..b_M]`` and the context's ``[h_0..h_M]``
+    laid out along ``axis``: the one formula both scoring (every pixel at once) and drawing (one pixel) use."""
+    a, b = params.select(axis, 0), params.narrow(axis, 1, params.shape[axis] - 1)
+    return a + h.select(axis, 0) + (b * h.narrow(axis, 1, h.shape[axis] - 1)).sum(axis)
+
+
 class CausalContext(nn.Module):
     """h(x): ``[..., C, H, W]`` -> ``[..., 1 + M, C, H, W]``, each value a linear function of earlier pixels of its channel."""
 
@@ -77,9 +84,7 @@ class LocalAutoregressiveBernoulli(torch.distributions.Distribution):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Each pixel's logit given its earlier pixels in ``x`` (which broadcasts against the batch)."""
-        h = self.context(x).to(self.params.dtype)
-        a, b = self.params[..., 0, :, :, :], self.params[..., 1:, :, :, :]
-        return a + h[..., 0, :, :, :] + (b * h[..., 1:, :, :, :]).sum(-4)
+        return combine(self.params, self.context(x).to(self.params.dtype), axis=-4)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """Exact: each pixel's context is the observed data, so it is the factorised Bernoulli at these logits
@@ -121,7 +126,7 @@ class LocalAutoregressiveBernoulli(torch.distributions.Distribution):
                 window = padded[..., row:row + kernel, col:col + kernel]  # [..., C, k, k], centred on the pixel
                 h = torch.einsum("...ckl,cokl->...co", window, weight) + bias  # [..., C, 1 + M]
                 pixel = self.params[..., :, :, row, col]  # [..., 1 + M, C]: a, b_1..b_M
-                p = torch.sigmoid(pixel[..., 0, :] + h[..., 0] + (pixel[..., 1:, :] * h[..., 1:].transpose(-1, -2)).sum(-2))
+                p = torch.sigmoid(combine(pixel, h.transpose(-1, -2), axis=-2))
                 probs[..., row, col] = p
                 padded[..., row + pad, col + pad] = choose(p)
         return padded[..., pad:pad + shape[-2], pad:pad + shape[-1]], probs
