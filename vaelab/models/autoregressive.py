@@ -124,9 +124,9 @@ class LocalAutoregressiveBernoulli(torch.distributions.Distribution):
         for row in range(shape[-2]):
             for col in range(shape[-1]):
                 window = padded[..., row:row + kernel, col:col + kernel]  # [..., C, k, k], centred on the pixel
-                h = torch.einsum("...ckl,cokl->...co", window, weight) + bias  # [..., C, 1 + M]
+                h = torch.einsum("...ckl,cokl->...oc", window, weight) + bias.T  # [..., 1 + M, C]
                 pixel = self.params[..., :, :, row, col]  # [..., 1 + M, C]: a, b_1..b_M
-                p = torch.sigmoid(combine(pixel, h.transpose(-1, -2), axis=-2))
+                p = torch.sigmoid(combine(pixel, h, axis=-2))
                 probs[..., row, col] = p
                 padded[..., row + pad, col + pad] = choose(p)
         return padded[..., pad:pad + shape[-2], pad:pad + shape[-1]], probs
