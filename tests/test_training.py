@@ -121,6 +121,21 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, variant):
     assert [m["val_negative_elbo"] for m in resumed.metrics] == [m["val_negative_elbo"] for m in straight.metrics]
 
 
+def test_an_epochs_line_appears_only_once_the_epoch_is_saved(tmp_path, monkeypatch, capsys):
+    """A user who sees "epoch N:" and stops the run (Ctrl-C, kill) keeps epoch N."""
+    printed_when_saved = []
+    save_metrics = rundir.save_metrics
+
+    def save_and_look(run_dir, metrics):
+        save_metrics(run_dir, metrics)
+        printed_when_saved.append(f"epoch {len(metrics)}:" in capsys.readouterr().out)
+
+    monkeypatch.setattr(rundir, "save_metrics", save_and_look)
+    vaelab.train(out=tmp_path / "run", progress=False, **tiny_settings(epochs=3))
+    assert printed_when_saved == [False, False, False]
+    assert "epoch 3:" in capsys.readouterr().out
+
+
 def test_resume_refuses_finished_runs_and_changed_settings(trained_run):
     with pytest.raises(VaelabError, match="already trained for 3 epochs"):
         vaelab.train(resume=trained_run.path, progress=False)

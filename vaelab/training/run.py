@@ -352,11 +352,6 @@ def _train(
             metrics.append(record)
             for callback in callbacks:
                 callback.on_epoch(epoch, record, model)
-            if processes.is_main:
-                bar.write(
-                    f"epoch {epoch}: train -ELBO {record['train_negative_elbo']:.2f}  val -ELBO {record['val_negative_elbo']:.2f}  "
-                    f"(rec {record['val_rec']:.2f}, KL {record['val_kl']:.2f})  {seconds:.2f}s"
-                )
             if record["val_negative_elbo"] < best_loss:
                 best_loss, best_epoch = record["val_negative_elbo"], epoch
                 if train_cfg.early_stopping is not None:
@@ -372,6 +367,11 @@ def _train(
                 ))
                 rundir.save_model(run_dir, model)
                 rundir.save_metrics(run_dir, metrics)
+                # Written after the checkpoint, so that an epoch's line on screen means the epoch is saved.
+                bar.write(
+                    f"epoch {epoch}: train -ELBO {record['train_negative_elbo']:.2f}  val -ELBO {record['val_negative_elbo']:.2f}  "
+                    f"(rec {record['val_rec']:.2f}, KL {record['val_kl']:.2f})  {seconds:.2f}s"
+                )
             if stopped_early:
                 if processes.is_main:
                     bar.write(f"early stopping: no better validation loss since epoch {best_epoch}")
