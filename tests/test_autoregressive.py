@@ -19,10 +19,10 @@ from vaelab.models.autoregressive import CONTEXT_GATES, CausalContext, LocalAuto
 from vaelab.models.vae import VAE
 
 
-def _random(shape: tuple[int, int, int], batch: int, seed: int, kernel: int = 3) -> LocalAutoregressiveBernoulli:
-    """A distribution with random decoder outputs and a random (not silent) context."""
+def _random(shape: tuple[int, int, int], batch: int, seed: int, kernel: int = 3, hidden: int = 0) -> LocalAutoregressiveBernoulli:
+    """A distribution with random decoder outputs and a random (not silent) context, linear or with hidden units."""
     torch.manual_seed(seed)
-    context = CausalContext(shape[0], kernel=kernel)
+    context = CausalContext(shape[0], kernel=kernel, hidden=hidden)
     for parameter in context.parameters():
         torch.nn.init.normal_(parameter)
     params = torch.randn(batch, (1 + CONTEXT_GATES) * shape[0], *shape[1:])
@@ -40,19 +40,20 @@ def test_the_mask_keeps_exactly_the_pixels_before_the_centre():
     assert mask[2, 2] == 0 and mask[2, :2].eq(1).all() and mask[3:].eq(0).all() and mask[:2].eq(1).all()
 
 
-@given(shape=st.sampled_from([(1, 2, 3), (2, 2, 2), (1, 3, 3), (3, 1, 3)]), seed=st.integers(0, 2**31 - 1))
-@settings(max_examples=12, deadline=None)
-def test_probabilities_of_every_binary_image_sum_to_one(shape, seed):
-    p = _random(shape, batch=3, seed=seed)
+@given(shape=st.sampled_from([(1, 2, 3), (2, 2, 2), (1, 3, 3), (3, 1, 3)]), seed=st.integers(0, 2**31 - 1),
+       hidden=st.sampled_from([0, 4]))
+@settings(max_examples=16, deadline=None)
+def test_probabilities_of_every_binary_image_sum_to_one(shape, seed, hidden):
+    p = _random(shape, batch=3, seed=seed, hidden=hidden)
     total = p.log_prob(_every_image(shape)).double().exp().sum(0)  # [3]
     torch.testing.assert_close(total, torch.ones(3, dtype=torch.float64), atol=1e-5, rtol=0)
 
 
-@given(seed=st.integers(0, 2**31 - 1), row=st.integers(0, 4), col=st.integers(0, 4))
-@settings(max_examples=20, deadline=None)
-def test_a_pixel_s_probability_reads_only_earlier_pixels(seed, row, col):
+@given(seed=st.integers(0, 2**31 - 1), row=st.integers(0, 4), col=st.integers(0, 4), hidden=st.sampled_from([0, 3]))
+@settings(max_examples=24, deadline=None)
+def test_a_pixel_s_probability_reads_only_earlier_pixels(seed, row, col, hidden):
     """Flipping pixel (row, col) leaves the logits of that pixel and of every pixel before it unchanged."""
-    p = _random((2, 5, 5), batch=1, seed=seed)
+    p = _random((2, 5, 5), batch=1, seed=seed, hidden=hidden)
     x = torch.bernoulli(torch.full((1, 2, 5, 5), 0.5))
     flipped = x.clone()
     flipped[..., row, col] = 1 - flipped[..., row, col]
@@ -62,9 +63,10 @@ def test_a_pixel_s_probability_reads_only_earlier_pixels(seed, row, col):
     assert not torch.equal(p.logits(x)[..., ~before], p.logits(flipped)[..., ~before]) or not (~before).any()
 
 
-def test_with_a_silent_context_it_is_the_factorised_bernoulli():
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_with_a_silent_context_it_is_the_factorised_bernoulli(hidden):
     """Context weights and biases zero: exactly torch.distributions' Bernoulli on the decoder's first outputs."""
-    context = CausalContext(1)
+    context = CausalContext(1, hidden=hidden)
     for parameter in context.parameters():
         torch.nn.init.zeros_(parameter)
     params = torch.randn(4, 1 + CONTEXT_GATES, 6, 6)
@@ -73,9 +75,10 @@ def test_with_a_silent_context_it_is_the_factorised_bernoulli():
     torch.testing.assert_close(LocalAutoregressiveBernoulli(params, context).log_prob(x), expected)
 
 
-def test_draws_follow_the_probabilities():
+@pytest.mark.parametrize("hidden", [0, 5])
+def test_draws_follow_the_probabilities(hidden):
     shape = (1, 1, 3)
-    p = _random(shape, batch=1, seed=3)
+    p = _random(shape, batch=1, seed=3, hidden=hidden)
     draws = p.sample((20000,), generator=torch.Generator().manual_seed(0))  # [20000, 1, 1, 1, 3]
     assert draws.shape == (20000, 1, 1, 1, 3)
     codes = (draws.view(20000, 3) * torch.tensor([4.0, 2.0, 1.0])).sum(1).long()
@@ -84,17 +87,18 @@ def test_draws_follow_the_probabilities():
     torch.testing.assert_close(frequencies, probabilities, atol=0.015, rtol=0)
 
 
-@pytest.mark.parametrize("shape, kernel", [((1, 4, 4), 3), ((3, 9, 8), 7)])
-def test_the_mean_is_the_probability_along_the_greedy_path(shape, kernel):
+@pytest.mark.parametrize("shape, kernel, hidden", [((1, 4, 4), 3, 0), ((3, 9, 8), 7, 0), ((1, 4, 4), 3, 6), ((3, 9, 8), 7, 4)])
+def test_the_mean_is_the_probability_along_the_greedy_path(shape, kernel, hidden):
     """Decoding computes each pixel's context from its own window; the whole-image convolution must agree."""
-    p = _random(shape, batch=2, seed=5, kernel=kernel)
+    p = _random(shape, batch=2, seed=5, kernel=kernel, hidden=hidden)
     mean = p.mean
     path = (mean > 0.5).float()
     torch.testing.assert_close(mean, torch.sigmoid(p.logits(path)))
 
 
-def test_a_draw_s_probabilities_are_those_of_the_whole_image_convolution():
-    p = _random((2, 7, 6), batch=3, seed=8, kernel=7)
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_a_draw_s_probabilities_are_those_of_the_whole_image_convolution(hidden):
+    p = _random((2, 7, 6), batch=3, seed=8, kernel=7, hidden=hidden)
     draws, probabilities = p._decode(lambda q: torch.bernoulli(q, generator=torch.Generator().manual_seed(1)))
     assert draws.shape == (3, 2, 7, 6) and set(draws.unique().tolist()) <= {0.0, 1.0}
     torch.testing.assert_close(probabilities, torch.sigmoid(p.logits(draws)))
@@ -109,13 +113,40 @@ def test_decoding_with_sample_dimensions_reads_each_image_once():
     assert model.sample(3).shape == (3, 1, 8, 8) and model.reconstruct(x).shape == x.shape
 
 
-def test_it_starts_at_the_data_marginal():
-    model = VAE(ModelConfig(likelihood="bernoulli-ar", hidden=(16,), latent_dim=2, input_shape=(1, 6, 6)))
+@pytest.mark.parametrize("context_hidden", [0, 8])
+def test_it_starts_at_the_data_marginal(context_hidden):
+    model = VAE(ModelConfig(likelihood="bernoulli-ar", hidden=(16,), latent_dim=2, input_shape=(1, 6, 6),
+                            context_hidden=context_hidden))
     data_mean = torch.rand(1, 6, 6) * 0.8 + 0.1
     model.initialise(data_mean[None])
     with torch.no_grad():
         model.decoder_net.output_layer().weight.zero_()
     torch.testing.assert_close(model.decode(torch.randn(3, 2)).mean, data_mean.expand(3, 1, 6, 6))
+
+
+def test_a_hidden_context_is_a_per_pixel_network_on_the_window():
+    """Against an independent computation: ELU of the masked window's products, then each channel's read-out."""
+    p = _random((2, 5, 4), batch=2, seed=11, kernel=5, hidden=4)
+    x = torch.bernoulli(torch.full((2, 2, 5, 4), 0.5))
+    context, mask = p.context, causal_mask(5)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    expected = torch.empty(2, 3, 2, 5, 4)  # [N, 1 + M, C, H, W]
+    for c in range(2):
+        for i in range(5):
+            for j in range(4):
+                window = padded[:, c, i:i + 5, j:j + 5] * mask  # [N, 5, 5]
+                units = torch.nn.functional.elu(
+                    (window[:, None] * context.window.weight[4 * c:4 * c + 4, 0]).sum((-2, -1))
+                    + context.window.bias[4 * c:4 * c + 4])  # [N, 4]
+                expected[:, :, c, i, j] = units @ context.readout.weight[3 * c:3 * c + 3, :, 0, 0].T \
+                    + context.readout.bias[3 * c:3 * c + 3]
+    torch.testing.assert_close(context(x), expected)
+
+
+@pytest.mark.parametrize("hidden", [-1, 257, 2.5])
+def test_context_hidden_is_validated(hidden):
+    with pytest.raises(ConfigError, match="context_hidden"):
+        ModelConfig(likelihood="bernoulli-ar", context_hidden=hidden)
 
 
 def test_data_that_are_not_images_are_refused():

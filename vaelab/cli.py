@@ -116,6 +116,8 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--likelihood", choices=("auto", *registry_names("likelihood")),
                        help="p(x|z); auto chooses from the data: bernoulli for binary data, dlogistic-mix for 8-bit images (default: auto)")
     model.add_argument("--mixture-components", type=int, metavar="M", help=f"dlogistic-mix: logistics per pixel (default: {m.mixture_components})")
+    model.add_argument("--context-hidden", type=int, metavar="H",
+                       help=f"bernoulli-ar: ELU units per pixel in the causal context, 0 = linear (default: {m.context_hidden})")
     model.add_argument("--gaussian-scale", type=float, help="fixed sigma of the gaussian likelihood (default: learned)")
     model.add_argument("--prior", metavar="SPEC", help=f"p(z): standard, mog:K (learned mixture) or vamp:K (VampPrior, K pseudo-inputs) (default: {m.prior})")
     model.add_argument("--stochastic-layers", type=int, metavar="L", help=f"latent layers, each of --latent-dim; L > 1 is a top-down hierarchical VAE (default: {m.stochastic_layers})")
@@ -163,7 +165,7 @@ SETTINGS = (
     "seed", "device", "labelled", "missing_frac", "condition", "objective", "beta", "warmup_epochs",
     "free_bits", "iwae_samples", "alpha", "precision", "compile", "classifier", "prior", "stochastic_layers",
     "hierarchy", "init_from",
-    "lr_schedule", "lr_min", "mixture_components",
+    "lr_schedule", "lr_min", "mixture_components", "context_hidden",
 )
 
 

@@ -29,6 +29,7 @@ CLASSIFIERS = ("shared", "separate")
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 MAX_STOCHASTIC_LAYERS = 16
+MAX_CONTEXT_HIDDEN = 256  # bernoulli-ar: the context is a per-pixel network; wider is a different model (PixelCNN)
 DEFAULT_EPOCHS = 10  # without --epochs: this many passes over the training set...
 MIN_DEFAULT_STEPS = 3000  # ...or more on a small one, so that it still gets this many gradient steps
 MAX_INT = 2**63 - 1  # every integer setting fits a signed 64-bit integer (torch's seeds, tensor sizes)
@@ -247,6 +248,7 @@ class ModelConfig:
     likelihood: str = "auto"  # auto (chosen from the training data) or a name in models/likelihoods.py's LIKELIHOODS
     gaussian_scale: float | None = None  # gaussian only: fixed sigma; None learns one shared sigma
     mixture_components: int = 10  # dlogistic-mix only: logistics M per pixel (PixelCNN++ uses 10)
+    context_hidden: int = 0  # bernoulli-ar only: ELU units per pixel in the causal context; 0 = linear (autoregressive.py)
     log_scale_cap: float | None = 0.0  # dlogistic(-mix): soft upper bound on log s (discretized.py); None: none, as before format 3
     condition: str = "none"  # none | label (one-hot class, CVAE / M2) | covariates (continuous columns)
     input_shape: tuple[int, ...] | None = None  # per-example data shape, filled in from the data
@@ -275,6 +277,11 @@ class ModelConfig:
             isinstance(self.mixture_components, int) and 1 <= self.mixture_components <= 64,
             "mixture_components",
             f"must be in 1..64, got {self.mixture_components}",
+        )
+        _require(
+            isinstance(self.context_hidden, int) and 0 <= self.context_hidden <= MAX_CONTEXT_HIDDEN,
+            "context_hidden",
+            f"must be in 0..{MAX_CONTEXT_HIDDEN}, got {self.context_hidden}",
         )
         _require(self.log_scale_cap is None or math.isfinite(self.log_scale_cap), "log_scale_cap",
                  f"must be a finite number or null, got {self.log_scale_cap}")

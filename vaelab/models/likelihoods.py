@@ -12,7 +12,7 @@ Which one to pick:
   ``log_prob`` is minus the binary cross-entropy, which is *not* a normalised density over [0, 1]:
   the number is comparable to pytorch/examples' loss, not to a likelihood. vaelab says so in logs.
 - ``bernoulli-ar``: for binary images, a Bernoulli per pixel that also reads the pixels before it in
-  raster order (a 7x7 causal window, ``autoregressive.py``): a local autoregressive decoder, still an
+  raster order (a 7x7 causal window, linear or with ``context_hidden`` units, ``autoregressive.py``): a local autoregressive decoder, still an
   exact probability, whose context is computed once per image however many latents are decoded.
   Drawing an image is sequential; pictures show each pixel's probability along the greedy path.
 - ``cbernoulli``: the continuous Bernoulli (Loaiza-Ganem & Cunningham, 2019), the properly normalised
@@ -224,7 +224,7 @@ class LocalAutoregressiveBernoulliLikelihood(Bernoulli):
         if shape is not None and len(shape) != 3:
             raise ConfigError("likelihood", f"bernoulli-ar reads each pixel's neighbours: it needs images [C, H, W], "
                                             f"not data of shape {list(shape)} (use bernoulli)")
-        self.context = CausalContext(shape[0] if shape is not None else 1)
+        self.context = CausalContext(shape[0] if shape is not None else 1, hidden=config.context_hidden)
 
     def forward(self, params: torch.Tensor, event_ndims: int) -> Distribution:
         return LocalAutoregressiveBernoulli(params, self.context)
