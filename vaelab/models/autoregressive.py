@@ -32,8 +32,8 @@ from torch.distributions import constraints
 # The context's size, fixed so that it stays cheap: the causal window of a 7x7 kernel holds 24 earlier
 # pixels (three rows above, three to the left), and M = 2 latent-modulated terms. h is linear in the
 # window unless ``hidden`` is set: on the MLP VAE a hidden layer of 16 units bought 1 nat of bound after
-# 8 epochs for 1.7x the epoch time, on the conv HVAE 32 units bought 0.7 after 4 for ~1.2x (BENCHMARKS.md),
-# since there the rest of the decoder dominates the step.
+# 8 epochs for 1.7x the epoch time; on the conv HVAE 32 units bought 0.30 nats of likelihood at the
+# protocol (115 epochs) for ~1.2x (BENCHMARKS.md), since there the rest of the decoder dominates the step.
 CONTEXT_KERNEL = 7
 CONTEXT_GATES = 2
 
