@@ -149,6 +149,14 @@ def test_context_hidden_is_validated(hidden):
         ModelConfig(likelihood="bernoulli-ar", context_hidden=hidden)
 
 
+@pytest.mark.parametrize("likelihood", ["auto", "bernoulli", "gaussian"])
+def test_a_hidden_context_without_the_autoregressive_likelihood_is_refused(likelihood):
+    """Else the setting would be silently ignored (auto never chooses bernoulli-ar)."""
+    with pytest.raises(ConfigError, match="context_hidden: only the bernoulli-ar likelihood has a causal context"):
+        ModelConfig(likelihood=likelihood, context_hidden=8)
+    assert ModelConfig(likelihood=likelihood).context_hidden == 0
+
+
 def test_data_that_are_not_images_are_refused():
     with pytest.raises(ConfigError, match="likelihood: bernoulli-ar reads each pixel's neighbours"):
         VAE(ModelConfig(likelihood="bernoulli-ar", input_shape=(10,)))

@@ -224,6 +224,7 @@ def _flag_cases() -> list[Case]:
         "--labelled": ["--labelled", "0"],
         "--mixture-components": ["--mixture-components", "1000"],
         "--context-hidden": ["--likelihood", "bernoulli-ar", "--context-hidden", "-3"],
+        "--context-hidden ": ["--likelihood", "bernoulli", "--context-hidden", "16"],
         "--prior": ["--prior", "mog:999999999999"],
         "--val-size": ["--val-size", "0"],
         "--iwae-samples": ["--objective", "iwae", "--iwae-samples", "0"],

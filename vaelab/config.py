@@ -283,6 +283,9 @@ class ModelConfig:
             "context_hidden",
             f"must be in 0..{MAX_CONTEXT_HIDDEN}, got {self.context_hidden}",
         )
+        _require(self.context_hidden == 0 or self.likelihood == "bernoulli-ar", "context_hidden",
+                 f"only the bernoulli-ar likelihood has a causal context, not {self.likelihood!r} "
+                 "(add --likelihood bernoulli-ar, or leave context_hidden at 0)")
         _require(self.log_scale_cap is None or math.isfinite(self.log_scale_cap), "log_scale_cap",
                  f"must be a finite number or null, got {self.log_scale_cap}")
         _one_of(self.condition, "condition")
