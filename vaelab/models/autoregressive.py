@@ -24,6 +24,8 @@ earlier pixels of channel c only, a valid factorisation for any number of channe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,11 +70,11 @@ class CausalContext(nn.Module):
                                 groups=channels)
         self.readout = nn.Conv2d(channels * hidden, channels * self.outputs, 1, groups=channels) if hidden else None
         self.register_buffer("mask", causal_mask(kernel), persistent=False)
-        last = self.readout if hidden else self.window
         with torch.no_grad():  # h_0 starts at 0: the model starts as the factorised Bernoulli it extends
+            last = self.readout if hidden else self.window
             last.weight.view(channels, self.outputs, -1)[:, 0].zero_()
             last.bias.view(channels, self.outputs)[:, 0].zero_()
-            if not hidden:
+            if not hidden:  # the linear context starts with no bias at all (the gates' too), as it always has
                 self.window.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,17 +86,19 @@ class CausalContext(nn.Module):
             h = self.readout(F.elu(h))
         return h.view(*lead, self.channels, self.outputs, *image[1:]).transpose(-4, -3)
 
-    def at_pixel(self, window: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """h at one pixel from its ``k x k`` window of the zero-padded image ``[..., C, k, k]`` (what the
-        convolution sees there): ``[..., 1 + M, C]``, computed in ``dtype``."""
+    def at_pixel(self, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+        """h at one pixel, as a function of its ``k x k`` window of the zero-padded image ``[..., C, k, k]``
+        (what the convolution sees there) -> ``[..., 1 + M, C]`` in ``dtype``; the weights are prepared
+        once here, not at each of the H x W pixels a drawing visits."""
         kernel = self.window.kernel_size[0]
         weight = (self.window.weight * self.mask).view(self.channels, -1, kernel, kernel).to(dtype)
-        h = torch.einsum("...ckl,cokl->...oc", window, weight) + self.window.bias.view(self.channels, -1).T.to(dtype)
+        bias = self.window.bias.view(self.channels, -1).T.to(dtype)
         if self.readout is None:
-            return h
+            return lambda window: torch.einsum("...ckl,cokl->...oc", window, weight) + bias
         readout = self.readout.weight.view(self.channels, self.outputs, self.hidden).to(dtype)
-        bias = self.readout.bias.view(self.channels, self.outputs).T.to(dtype)
-        return torch.einsum("...jc,coj->...oc", F.elu(h), readout) + bias
+        readout_bias = self.readout.bias.view(self.channels, self.outputs).T.to(dtype)
+        return lambda window: torch.einsum(
+            "...jc,coj->...oc", F.elu(torch.einsum("...ckl,cokl->...oc", window, weight) + bias), readout) + readout_bias
 
 
 class LocalAutoregressiveBernoulli(torch.distributions.Distribution):
@@ -143,12 +147,13 @@ class LocalAutoregressiveBernoulli(torch.distributions.Distribution):
         """
         shape = self.batch_shape + self.event_shape
         kernel, pad = self.context.window.kernel_size[0], self.context.window.padding[0]
+        context_at = self.context.at_pixel(self.params.dtype)
         padded = self.params.new_zeros(*shape[:-2], shape[-2] + 2 * pad, shape[-1] + 2 * pad)
         probs = self.params.new_zeros(shape)
         for row in range(shape[-2]):
             for col in range(shape[-1]):
                 window = padded[..., row:row + kernel, col:col + kernel]  # [..., C, k, k], centred on the pixel
-                h = self.context.at_pixel(window, self.params.dtype)  # [..., 1 + M, C]
+                h = context_at(window)  # [..., 1 + M, C]
                 pixel = self.params[..., :, :, row, col]  # [..., 1 + M, C]: a, b_1..b_M
                 p = torch.sigmoid(combine(pixel, h, axis=-2))
                 probs[..., row, col] = p
