@@ -223,6 +223,7 @@ def _flag_cases() -> list[Case]:
         "--missing-frac": ["--missing-frac", "1.5"],
         "--labelled": ["--labelled", "0"],
         "--mixture-components": ["--mixture-components", "1000"],
+        "--mixture-components ": ["--likelihood", "bernoulli", "--mixture-components", "5"],
         "--context-hidden": ["--likelihood", "bernoulli-ar", "--context-hidden", "-3"],
         "--context-hidden ": ["--likelihood", "bernoulli", "--context-hidden", "16"],
         "--prior": ["--prior", "mog:999999999999"],

@@ -76,6 +76,16 @@ def test_mixture_components_are_validated(components):
     assert _config(mixture_components=64).mixture_components == 64
 
 
+@pytest.mark.parametrize("likelihood", ["bernoulli", "auto"])
+def test_a_component_count_is_refused_where_no_mixture_reads_it(tmp_path, likelihood):
+    """auto resolves to the digits' likelihood first, so the refusal names what the run would have used."""
+    with pytest.raises(ConfigError, match="mixture_components: only --likelihood dlogistic-mix reads it, and this run's "
+                                          "likelihood is (?!auto)"):
+        vaelab.train(dataset="digits", likelihood=likelihood, mixture_components=5, epochs=1, out=tmp_path / "run",
+                     progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(("name", "channels"), [("dlogistic", 3), ("dlogistic-mix", 3), ("dlogistic-mix", 1)])
 def test_output_bias_starts_at_the_data_mean_with_a_moderate_scale(name, channels):
     likelihood = build_likelihood(_config(likelihood=name, mixture_components=4, input_shape=(channels, 5, 5)))

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from vaelab import rundir
 from vaelab.bounds.objectives import OBJECTIVES
-from vaelab.config import DEFAULT_EPOCHS, MIN_DEFAULT_STEPS, ConfigError, RunConfig, TrainConfig, default_epochs, read_config
+from vaelab.config import DEFAULT_EPOCHS, MIN_DEFAULT_STEPS, ConfigError, ModelConfig, RunConfig, TrainConfig, default_epochs, read_config
 from vaelab.data.datasets import Dataset, Split
 from vaelab.data.pipeline import load_data
 from vaelab.errors import VaelabError
@@ -118,6 +118,16 @@ def _check_objective(config: RunConfig, world_size: int) -> None:
         raise ConfigError(setting, "is not available when covariates are missing (the M2 / missing-covariate bound is ELBO-based)")
     if world_size > 1 and config.train.free_bits > 0:
         raise ConfigError("free_bits", "is not available with torchrun (it floors the KL of the whole batch, which each process sees only part of)")
+
+
+def _check_mixture_components(config: RunConfig) -> None:
+    """A component count other than the default asks for something only dlogistic-mix reads: refuse it on a
+    new run, once ``auto`` is resolved, rather than save a setting the model ignores. (Not a config check:
+    ``auto`` may still become dlogistic-mix there, and runs saved before this check must keep loading.)"""
+    model = config.model
+    if model.likelihood != "dlogistic-mix" and model.mixture_components != ModelConfig.mixture_components:
+        raise ConfigError("mixture_components", f"only --likelihood dlogistic-mix reads it, and this run's likelihood is "
+                                                f"{model.likelihood} (leave it at {ModelConfig.mixture_components})")
 
 
 def _split_on(split: Split, model: VAE, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -257,6 +267,8 @@ def _train(
         name, reason = choose_likelihood(dataset.train.x, config.data.binarize)
         log.info("likelihood: %s, because %s", name, reason)
         config = replace(config, model=replace(config.model, likelihood=name))
+    if state is None:
+        _check_mixture_components(config)
     config = replace(config, model=replace(config.model, input_shape=dataset.shape, **condition.model_settings(dataset)))
     if config.train.epochs is None:
         n, batch = dataset.train.x.shape[0], config.train.batch_size
