@@ -229,6 +229,7 @@ def _flag_cases() -> list[Case]:
         "--prior": ["--prior", "mog:999999999999"],
         "--val-size": ["--val-size", "0"],
         "--iwae-samples": ["--objective", "iwae", "--iwae-samples", "0"],
+        "--iwae-samples ": ["--iwae-samples", "50"],
         "--lr-min": ["--lr-min", "1"],
     }
     cases = [Case(f"flag-train{flag.strip()}-{i}", _argv(["train", *args, "--out", "{dir}/out"]), flag.strip())

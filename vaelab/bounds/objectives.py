@@ -71,10 +71,12 @@ def penalised_kl(terms: BoundTerms, objective: Objective) -> torch.Tensor:
 class TrainingObjective:
     """A registry entry. ``closed_form_kl``: whether the estimator may use closed-form KLs (only for
     objectives that average over z, not for ones that need the importance weights themselves).
-    ``uses_kl_schedule``: whether KL warm-up and free bits apply (the config refuses them otherwise)."""
+    ``uses_kl_schedule``: whether KL warm-up and free bits apply (the config refuses them otherwise).
+    ``reads_iwae_samples``: whether ``--iwae-samples`` sets :meth:`samples` (a new run refuses it otherwise)."""
 
     closed_form_kl = True
     uses_kl_schedule = True
+    reads_iwae_samples = False
 
     def samples(self, iwae_samples: int) -> int:
         """Importance samples per example this objective draws."""
@@ -99,6 +101,7 @@ class NegativeIwae(TrainingObjective):
 
     closed_form_kl = False
     uses_kl_schedule = False
+    reads_iwae_samples = True
 
     def samples(self, iwae_samples: int) -> int:
         return iwae_samples

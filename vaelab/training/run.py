@@ -120,14 +120,19 @@ def _check_objective(config: RunConfig, world_size: int) -> None:
         raise ConfigError("free_bits", "is not available with torchrun (it floors the KL of the whole batch, which each process sees only part of)")
 
 
-def _check_mixture_components(config: RunConfig) -> None:
-    """A component count other than the default asks for something only dlogistic-mix reads: refuse it on a
-    new run, once ``auto`` is resolved, rather than save a setting the model ignores. (Not a config check:
-    ``auto`` may still become dlogistic-mix there, and runs saved before this check must keep loading.)"""
-    model = config.model
+def _check_unread_settings(config: RunConfig) -> None:
+    """A setting the run's model or objective never reads, changed from its default, asks for something this
+    run will not do: refuse it on a new run, rather than save it and ignore it. The likelihood is checked
+    once ``auto`` is resolved (``auto`` may become dlogistic-mix). Not a config check, so that runs saved
+    before it keep loading and resuming."""
+    model, train = config.model, config.train
     if model.likelihood != "dlogistic-mix" and model.mixture_components != ModelConfig.mixture_components:
         raise ConfigError("mixture_components", f"only --likelihood dlogistic-mix reads it, and this run's likelihood is "
                                                 f"{model.likelihood} (leave it at {ModelConfig.mixture_components})")
+    if not OBJECTIVES[train.objective].reads_iwae_samples and train.iwae_samples != TrainConfig.iwae_samples:
+        readers = ", ".join(name for name, entry in OBJECTIVES.items() if entry.reads_iwae_samples)
+        raise ConfigError("iwae_samples", f"only --objective {readers} reads it, and this run's objective is "
+                                          f"{train.objective} (leave it at {TrainConfig.iwae_samples})")
 
 
 def _split_on(split: Split, model: VAE, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -268,7 +273,7 @@ def _train(
         log.info("likelihood: %s, because %s", name, reason)
         config = replace(config, model=replace(config.model, likelihood=name))
     if state is None:
-        _check_mixture_components(config)
+        _check_unread_settings(config)
     config = replace(config, model=replace(config.model, input_shape=dataset.shape, **condition.model_settings(dataset)))
     if config.train.epochs is None:
         n, batch = dataset.train.x.shape[0], config.train.batch_size
