@@ -231,6 +231,12 @@ def _flag_cases() -> list[Case]:
         "--iwae-samples": ["--objective", "iwae", "--iwae-samples", "0"],
         "--iwae-samples ": ["--iwae-samples", "50"],
         "--lr-min": ["--lr-min", "1"],
+        "--lr-min ": ["--lr-min", "1e-5"],
+        "--gaussian-scale": ["--likelihood", "bernoulli", "--gaussian-scale", "0.1"],
+        "--channels ": ["--channels", "16", "32"],
+        "--hierarchy": ["--hierarchy", "hvae"],
+        "--alpha": ["--alpha", "1"],
+        "--classifier": ["--classifier", "separate"],
     }
     cases = [Case(f"flag-train{flag.strip()}-{i}", _argv(["train", *args, "--out", "{dir}/out"]), flag.strip())
              for i, (flag, args) in enumerate(train.items())]

@@ -436,7 +436,7 @@ class RunConfig:
                 raise VaelabError(f"{source}: unknown setting(s) {sorted(extra)} in section {name!r}")
             if name == "model" and values.get("infer_missing") and "classifier" not in values:
                 values = {**values, "classifier": "separate"}  # runs from before the setting had their own q(y|x)
-            if name == "model" and fmt < 3 and "log_scale_cap" not in values:
+            if name == "model" and fmt < 3 and "log_scale_cap" not in values and _reads_log_scale_cap(values.get("likelihood")):
                 values = {**values, "log_scale_cap": None}  # their 8-bit likelihoods had no bound on log s
             try:
                 parts[name] = section(**values)
@@ -454,6 +454,14 @@ class RunConfig:
                 raise VaelabError(f"unknown setting {key!r}; known settings: {', '.join(known)}")
             sections[owner][key] = value
         return RunConfig(**{name: SECTIONS[name](**values) for name, values in sections.items()})
+
+
+def _reads_log_scale_cap(likelihood: Any) -> bool:
+    """Whether ``likelihood`` reads the bound format 3 added (then a run saved before it gets ``None``, no
+    bound, as it was trained; others keep the default, which they never read)."""
+    from vaelab.models.likelihoods import LIKELIHOODS
+
+    return isinstance(likelihood, str) and likelihood in LIKELIHOODS and "log_scale_cap" in LIKELIHOODS[likelihood].reads
 
 
 def json_depth(text: str) -> int:

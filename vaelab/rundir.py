@@ -299,7 +299,7 @@ def _weights_from_format_2(weights: dict[str, torch.Tensor], config: ModelConfig
     """Format 2 -> 3: the resnet decoder gained a skip from z to its output head
     (``decoder_net.skip``); zero weights are exactly the decoder it was. (The other change of format
     3, the bound on the 8-bit likelihoods' log s, is a setting: ``read_config`` gives older runs
-    ``log_scale_cap = None``, no bound, as they were trained.)"""
+    of those likelihoods ``log_scale_cap = None``, no bound, as they were trained.)"""
     if config.arch != "resnet" or "decoder_net.skip.weight" in weights:
         return weights
     head_input = weights["decoder_net.head.0.weight"].shape[1]  # latent (+ condition) width

@@ -72,11 +72,11 @@ class TrainingObjective:
     """A registry entry. ``closed_form_kl``: whether the estimator may use closed-form KLs (only for
     objectives that average over z, not for ones that need the importance weights themselves).
     ``uses_kl_schedule``: whether KL warm-up and free bits apply (the config refuses them otherwise).
-    ``reads_iwae_samples``: whether ``--iwae-samples`` sets :meth:`samples` (a new run refuses it otherwise)."""
+    ``reads``: the train settings only this objective reads (a new run refuses them changed under another)."""
 
     closed_form_kl = True
     uses_kl_schedule = True
-    reads_iwae_samples = False
+    reads: tuple[str, ...] = ()
 
     def samples(self, iwae_samples: int) -> int:
         """Importance samples per example this objective draws."""
@@ -101,7 +101,7 @@ class NegativeIwae(TrainingObjective):
 
     closed_form_kl = False
     uses_kl_schedule = False
-    reads_iwae_samples = True
+    reads = ("iwae_samples",)
 
     def samples(self, iwae_samples: int) -> int:
         return iwae_samples

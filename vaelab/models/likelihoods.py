@@ -170,12 +170,14 @@ class Likelihood(nn.Module):
     axis: channels for images, features for tabular data); a likelihood whose outputs are not a
     multiple of the channels (a mixture shared by a pixel's channels) overrides
     :meth:`output_channels` instead. ``discrete`` says whether ``log_prob`` is a probability of the
-    data's discrete values, so that -log2 p(x) / D is a code length in bits/dim.
+    data's discrete values, so that -log2 p(x) / D is a code length in bits/dim. ``reads`` names the
+    model settings only this likelihood reads (a new run refuses them changed under another likelihood).
     """
 
     params_per_value = 1
     discrete = False
     unit_interval = True  # models data in [0, 1] (the data pipeline checks it)
+    reads: tuple[str, ...] = ()
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -217,6 +219,7 @@ class LocalAutoregressiveBernoulliLikelihood(Bernoulli):
     the decoder gives ``1 + M`` values per pixel, the causal context network is this module's own."""
 
     params_per_value = 1 + CONTEXT_GATES
+    reads = ("context_hidden",)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -244,6 +247,7 @@ class Gaussian(Likelihood):
     """N(x; mean, sigma^2) with one sigma for every dimension: fixed (``--gaussian-scale``) or learned."""
 
     unit_interval = False
+    reads = ("gaussian_scale",)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -296,6 +300,7 @@ class DLogistic(Likelihood):
 
     params_per_value = 2
     discrete = True
+    reads = ("log_scale_cap",)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -318,6 +323,7 @@ class DLogisticMixture(Likelihood):
     The decoder gives ``M (1 + 2 C)`` outputs per pixel, ``10 M`` for RGB (``param_channels``)."""
 
     discrete = True
+    reads = ("mixture_components", "log_scale_cap")
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)

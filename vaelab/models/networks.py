@@ -297,6 +297,7 @@ class Architecture:
     decoder: Callable[[ModelConfig, tuple[int, ...], int], Decoder]  # (config, output shape, condition dim)
     gated: bool = False  # hidden dense layers are gated (Tomczak's GatedDense) instead of ReLU
     images_only: bool = False
+    reads: tuple[str, ...] = ()  # model settings only this family reads (a new run refuses them changed under another)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -313,11 +314,13 @@ ARCHITECTURES: dict[str, Architecture] = {
         features=lambda shape, config: conv_features(shape, config.channels),
         decoder=lambda config, shape, cond: conv_decoder(config.latent_dim, config.channels, config.hidden, shape, cond),
         images_only=True,
+        reads=("channels",),
     ),
     "resnet": Architecture(
         features=lambda shape, config: resnet_features(shape, config.channels),
         decoder=lambda config, shape, cond: resnet_decoder(config.latent_dim, config.channels, config.hidden, shape, cond),
         images_only=True,
+        reads=("channels",),
     ),
 }
 

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from vaelab import rundir
 from vaelab.bounds.objectives import OBJECTIVES
-from vaelab.config import DEFAULT_EPOCHS, MIN_DEFAULT_STEPS, ConfigError, ModelConfig, RunConfig, TrainConfig, default_epochs, read_config
+from vaelab.config import DEFAULT_EPOCHS, MIN_DEFAULT_STEPS, ConfigError, RunConfig, TrainConfig, default_epochs, read_config
 from vaelab.data.datasets import Dataset, Split
 from vaelab.data.pipeline import load_data
 from vaelab.errors import VaelabError
@@ -45,6 +45,7 @@ from vaelab.training.callbacks import Callback
 from vaelab.training.distributed import Processes
 from vaelab.training.epoch import BatchObjective, TrainingData, learning_rate, objective_schedule, train_epoch
 from vaelab.training.optimizer import flush_subnormal_moments, make_optimizer
+from vaelab.training.unread_settings import check_unread_settings
 
 log = logging.getLogger(__name__)
 
@@ -118,21 +119,6 @@ def _check_objective(config: RunConfig, world_size: int) -> None:
         raise ConfigError(setting, "is not available when covariates are missing (the M2 / missing-covariate bound is ELBO-based)")
     if world_size > 1 and config.train.free_bits > 0:
         raise ConfigError("free_bits", "is not available with torchrun (it floors the KL of the whole batch, which each process sees only part of)")
-
-
-def _check_unread_settings(config: RunConfig) -> None:
-    """A setting the run's model or objective never reads, changed from its default, asks for something this
-    run will not do: refuse it on a new run, rather than save it and ignore it. The likelihood is checked
-    once ``auto`` is resolved (``auto`` may become dlogistic-mix). Not a config check, so that runs saved
-    before it keep loading and resuming."""
-    model, train = config.model, config.train
-    if model.likelihood != "dlogistic-mix" and model.mixture_components != ModelConfig.mixture_components:
-        raise ConfigError("mixture_components", f"only --likelihood dlogistic-mix reads it, and this run's likelihood is "
-                                                f"{model.likelihood} (leave it at {ModelConfig.mixture_components})")
-    if not OBJECTIVES[train.objective].reads_iwae_samples and train.iwae_samples != TrainConfig.iwae_samples:
-        readers = ", ".join(name for name, entry in OBJECTIVES.items() if entry.reads_iwae_samples)
-        raise ConfigError("iwae_samples", f"only --objective {readers} reads it, and this run's objective is "
-                                          f"{train.objective} (leave it at {TrainConfig.iwae_samples})")
 
 
 def _split_on(split: Split, model: VAE, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -272,9 +258,9 @@ def _train(
         name, reason = choose_likelihood(dataset.train.x, config.data.binarize)
         log.info("likelihood: %s, because %s", name, reason)
         config = replace(config, model=replace(config.model, likelihood=name))
-    if state is None:
-        _check_unread_settings(config)
     config = replace(config, model=replace(config.model, input_shape=dataset.shape, **condition.model_settings(dataset)))
+    if state is None:
+        check_unread_settings(config)
     if config.train.epochs is None:
         n, batch = dataset.train.x.shape[0], config.train.batch_size
         epochs = default_epochs(n, batch)
