@@ -111,7 +111,6 @@ def test_warm_up_and_free_bits_are_refused_with_iwae():
         TrainConfig(objective="elbo", beta=4.0)
 
 
-
 # --- M2 ------------------------------------------------------------------------------------------
 
 def test_m2_unlabelled_bound_equals_the_brute_force_sum_over_classes():

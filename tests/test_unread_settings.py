@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 
 import pytest
@@ -55,8 +56,6 @@ def test_every_registry_entry_reads_settings_that_exist():
 
 def test_a_resumed_run_saved_before_the_check_keeps_training(tmp_path):
     """Only new runs are checked: a run whose config.json holds an unread setting still resumes."""
-    import json
-
     run = vaelab.train(out=tmp_path / "run", progress=False, **tiny_settings(epochs=1))
     config = json.loads((run.path / "config.json").read_text())
     config["train"]["lr_min"] = 1e-5  # as an older vaelab saved it
